@@ -1,0 +1,196 @@
+"""The `bench` command: run suites, score existing audio, manage weights, list what exists."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError, ConfigError
+
+EXAMPLES = """examples:
+  bench run                                   the built-in quickstart suite, offline
+  bench run my_suite.toml --tracking-uri http://127.0.0.1:5000
+  bench score --metric fad-vggish@audioldm --generated gen_wavs/ --reference refs.jsonl
+  bench score --metric fad-vggish@google --generated gen/ --reference ref/ --checkpoint vggish=vggish.pth
+  bench weights list | bench weights fetch vggish | bench weights verify
+  bench list
+exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results saved but not tracked"""
+
+
+def _cache_root(args) -> Path | None:
+    return Path(args.cache_dir).expanduser() if args.cache_dir else None
+
+
+def _parse_checkpoints(items: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--checkpoint {item!r}: expected BACKBONE=PATH, e.g. vggish=/path/vggish.pth")
+        pairs.append((name, path))
+    return tuple(sorted(pairs))
+
+
+def cmd_run(args) -> int:
+    from bench.runner import RunOptions, run_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    options = RunOptions(results_dir=Path(args.out) if args.out else None, cache_root=_cache_root(args),
+                         tracking_uri=args.tracking_uri, tracking=False if args.no_tracking else None,
+                         force=args.force, progress=not args.quiet,
+                         allow_download=False if args.offline else None)
+    outcome = run_suite(suite, options, log=(lambda *a: None) if args.quiet else print)
+    print()
+    print(outcome.leaderboard.read_text())
+    for line in [g.line() for g in outcome.gates]:
+        print(line)
+    for err in outcome.errors + outcome.tracking_errors:
+        print(f"error: {err}", file=sys.stderr)
+    print(f"records: {outcome.results_dir / 'records'}   leaderboard: {outcome.leaderboard}")
+    failed = [g for g in outcome.gates if not g.passed]
+    if failed:
+        print(f"{len(failed)} of {len(outcome.gates)} gate checks FAILED", file=sys.stderr)
+    return outcome.exit_code
+
+
+def cmd_score(args) -> int:
+    from bench.cache import atomic_write_json, stable_hash
+    from bench.datasets import open_clip_set
+    from bench.scoring import ScoreOptions, score
+    from metrics.backbones.base import WeightsChoice
+
+    choice = WeightsChoice(mode=args.weights, seed=args.seed, local_files=_parse_checkpoints(args.checkpoint),
+                           cache_root=_cache_root(args), allow_download=False if args.offline else None)
+    options = ScoreOptions(weights=choice, cache_root=_cache_root(args), batch_size=args.batch_size,
+                           workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
+                           progress=not args.quiet and args.format != "json")
+    generated = open_clip_set(args.generated, Path.cwd())
+    reference = open_clip_set(args.reference, Path.cwd())
+    results = score(args.metric, generated, reference, options)
+    record = {"schema": "bench.score-record/1", "generated": generated.describe(),
+              "reference": reference.describe(), "metrics": results}
+    out = Path(args.out) if args.out else Path("bench-results") / "score" / f"{stable_hash(record)[:16]}.json"
+    atomic_write_json(out, record)
+    if args.format == "json":
+        print(json.dumps(record, indent=2))
+        return 0
+    for r in results:
+        ci = f"  {r['ci']['level']:.0%} CI [{r['ci']['low']:.4f}, {r['ci']['high']:.4f}]" if r["ci"] else ""
+        backbone = (f"UNTRAINED {r['backbone']['backbone']} (seed {r['backbone']['seed']})" if r["untrained"]
+                    else f"{r['backbone']['file']} sha256 {r['backbone']['sha256'][:12]}")
+        print(f"{r['key']}: {r['value']:.4f}{ci}")
+        print(f"  {r['generated']['n_clips']} generated vs {r['reference']['n_clips']} reference clips; "
+              f"protocol {r['protocol']['id']} v{r['protocol']['version']}; {backbone}")
+        for role in ("generated", "reference"):
+            flags = r[role]
+            if flags["silent_clips"]["count"] or flags["clips_without_embeddings"]["count"]:
+                print(f"  note: {role}: {flags['silent_clips']['count']} silent clip(s) scored and flagged, "
+                      f"{flags['clips_without_embeddings']['count']} clip(s) too short to yield an embedding")
+    print(f"record: {out}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from bench import weights
+    from bench.cache import default_cache_root
+
+    root = _cache_root(args) or default_cache_root()
+    if args.action == "list":
+        print(f"weights cache: {weights.weights_dir(root)}")
+        for row in weights.status_rows(root):
+            size = f"{row['size_bytes'] / 1e6:.0f} MB" if row["size_bytes"] else "size unpublished"
+            digest = row["sha256"] or (f"{row['sha256_prefix']}... (prefix)" if row["sha256_prefix"]
+                                       else "unpublished")
+            print(f"{row['name']:<12} {'cached' if row['cached'] else 'missing':<8} {row['filename']}  {size}")
+            print(f"{'':<12} url {row['url']}\n{'':<12} sha256 {digest}; license {row['license']}")
+        return 0
+    if args.action == "fetch":
+        names = args.names or sorted(weights.KNOWN_WEIGHTS)
+        for name in names:
+            resolved = weights.resolve(name, root, allow_download=True)
+            print(f"{name}: {resolved.path} ({resolved.source}) sha256 {resolved.sha256}")
+        return 0
+    bad = 0
+    for row in weights.verify_cached(root):
+        print(f"{row['name']:<12} {row['status']}  {row['path']}")
+        bad += row["status"] == "MISMATCH"
+    return 1 if bad else 0
+
+
+def cmd_list(args) -> int:
+    import generators.baselines  # noqa: F401
+    from generators.base import GENERATORS
+    from metrics.registry import all_metrics
+
+    print("generators:")
+    for name, (_, summary) in sorted(GENERATORS.items()):
+        print(f"  {name:<22} {summary}")
+    print("metrics (name@protocol):")
+    for mid, m in sorted(all_metrics().items()):
+        print(f"  {mid:<22} {m.direction} is better; {m.summary} [{m.lineage}]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmark harness for text-to-audio and "
+                                     "text-to-music generation.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", help="cache root for weights, generated audio and embeddings "
+                        "(default: $BENCH_CACHE_DIR or ~/.cache/bench)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a benchmark suite (default: the built-in offline quickstart)")
+    run.add_argument("suite", nargs="?", help="suite TOML file; omit for the built-in quickstart")
+    run.add_argument("--out", help="results directory (default: the suite's results_dir)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--force", action="store_true", help="recompute cells that already have a record")
+    run.add_argument("--offline", action="store_true", help="never download weights")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(func=cmd_run)
+
+    sc = sub.add_parser("score", help="score existing audio (directory or manifest) against a reference")
+    sc.add_argument("--metric", action="append", required=True, help="metric id NAME@PROTOCOL (repeatable)")
+    sc.add_argument("--generated", required=True, help="directory of audio, or .jsonl/.csv manifest")
+    sc.add_argument("--reference", required=True, help="directory, manifest, or builtin:synthetic")
+    sc.add_argument("--weights", choices=("pretrained", "untrained"), default="pretrained",
+                    help="pretrained weights from the cache (default) or seeded random weights (untrained)")
+    sc.add_argument("--seed", type=int, default=0, help="seed for --weights untrained")
+    sc.add_argument("--checkpoint", action="append", metavar="BACKBONE=PATH",
+                    help="use a local checkpoint file for a backbone (its sha256 is recorded)")
+    sc.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for CIs (0: none)")
+    sc.add_argument("--bootstrap-seed", type=int, default=0)
+    sc.add_argument("--batch-size", type=int, default=32, help="backbone batch size")
+    sc.add_argument("--workers", type=int, default=2, help="decoding threads")
+    sc.add_argument("--format", choices=("text", "json"), default="text")
+    sc.add_argument("--out", help="where to write the JSON record (default: bench-results/score/HASH.json)")
+    sc.add_argument("--offline", action="store_true", help="never download weights")
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(func=cmd_score)
+
+    w = sub.add_parser("weights", help="list, fetch or verify pretrained checkpoints")
+    w.add_argument("action", choices=("list", "fetch", "verify"))
+    w.add_argument("names", nargs="*", help="weights to fetch (default: all)")
+    w.set_defaults(func=cmd_weights)
+
+    ls = sub.add_parser("list", help="list generators and metrics with their protocols")
+    ls.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Named resamplers. The resampler moves metric values (PROTOCOLS.md), so every result records which one.
+
+- "soxr-vhq":   libsoxr, very high quality.
+- "julius":     julius.resample_frac with its defaults, as audiocraft converts audio.
+- "sinc-hann":  our float64 implementation of torchaudio.functional.resample's default algorithm
+                (Hann-windowed sinc, lowpass_filter_width=6, rolloff=0.99); runs without torchaudio.
+- "torchaudio": torchaudio.functional.resample itself, where torchaudio loads (CUDA machines).
+"""
+from __future__ import annotations
+
+import math
+from importlib import metadata
+
+import numpy as np
+
+from bench.audio import check_waveform
+from bench.errors import BenchError, ConfigError
+
+RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio")
+
+SINC_HANN_VERSION = "1"  # bump when the sinc-hann output changes
+SINC_HANN_PARAMS = {"lowpass_filter_width": 6, "rolloff": 0.99, "window": "hann"}
+_MAX_KERNEL_TAPS = 20_000_000  # phases x taps; beyond this the polyphase matrix is too large
+_FRAMES_PER_BLOCK = 16384      # bounds the memory of the strided convolution
+
+
+def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, method: str) -> np.ndarray:
+    """Resample float32 [C, n] from orig_sr to target_sr; returns the input itself when rates match."""
+    _check_method(method)
+    for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
+        if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
+            raise ConfigError(f"resample: {name} must be a positive integer, got {rate!r}")
+    orig_sr, target_sr = int(orig_sr), int(target_sr)
+    if orig_sr == target_sr:
+        return waveform
+    check_waveform(waveform, f"resample input ({orig_sr} -> {target_sr} Hz, {method})")
+    out = _METHODS[method](waveform, orig_sr, target_sr)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def resampler_info(method: str) -> dict:
+    """What a result record says about the resampler: name, library, its version, parameters."""
+    _check_method(method)
+    if method == "soxr-vhq":
+        return {"name": method, "library": "soxr", "library_version": _version("soxr"),
+                "params": {"quality": "VHQ"}}
+    if method == "julius":
+        return {"name": method, "library": "julius", "library_version": _version("julius"),
+                "params": {"zeros": 24, "rolloff": 0.945, "output_length": "floor"}}
+    if method == "sinc-hann":
+        return {"name": method, "library": "bench.resample", "library_version": SINC_HANN_VERSION,
+                "params": {**SINC_HANN_PARAMS, "precision": "float64", "output_length": "ceil"}}
+    return {"name": method, "library": "torchaudio", "library_version": _version("torchaudio"),
+            "params": {**SINC_HANN_PARAMS, "resampling_method": "sinc_interp_hann"}}
+
+
+def _check_method(method: str) -> None:
+    if method not in RESAMPLERS:
+        raise ConfigError(f"unknown resampler {method!r}; known: {', '.join(RESAMPLERS)}")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _soxr(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    import soxr
+
+    # soxr takes [frames, channels]; resampling channels separately gives the same result.
+    return np.stack([soxr.resample(ch, orig_sr, target_sr, quality="VHQ") for ch in waveform])
+
+
+def _julius(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    import julius
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    with torch.no_grad():
+        return julius.resample_frac(x, orig_sr, target_sr).numpy()
+
+
+def _torchaudio(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    try:
+        import torchaudio.functional as taf
+    except (ImportError, OSError, RuntimeError) as e:
+        raise BenchError(f"resampler 'torchaudio' is unavailable: torchaudio cannot load here ({e}); the "
+                         f"registry only has CUDA builds, which fail on CPU-only torch. Use resampler "
+                         f"'sinc-hann', the same algorithm and defaults implemented without torchaudio") from e
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    with torch.no_grad():
+        return taf.resample(x, orig_sr, target_sr).numpy()
+
+
+def _sinc_hann_width(orig: int, new: int, lowpass_filter_width: int, rolloff: float) -> int:
+    """Taps on each side: lowpass_filter_width zero crossings of the cutoff sinc, in input samples."""
+    return math.ceil(lowpass_filter_width * orig / (min(orig, new) * rolloff))
+
+
+def sinc_hann_kernels(orig: int, new: int, lowpass_filter_width: int = 6,
+                      rolloff: float = 0.99) -> tuple[np.ndarray, int]:
+    """Polyphase kernels [new, 2*width + orig] (float64) and width, for rates already reduced by gcd."""
+    base_freq = min(orig, new) * rolloff  # cutoff below the lower Nyquist, in reduced units
+    width = _sinc_hann_width(orig, new, lowpass_filter_width, rolloff)
+    # t: distance between input tap k and output phase j, in units of the cutoff period
+    t = (np.arange(-width, width + orig)[None, :] / orig - np.arange(new)[:, None] / new) * base_freq
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(t * np.pi / lowpass_filter_width / 2) ** 2
+    t = t * np.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sinc = np.where(t == 0, 1.0, np.sin(t) / t)
+    return sinc * window * (base_freq / orig), width
+
+
+def _sinc_hann(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    g = math.gcd(orig_sr, target_sr)
+    orig, new = orig_sr // g, target_sr // g
+    lpw, rolloff = SINC_HANN_PARAMS["lowpass_filter_width"], SINC_HANN_PARAMS["rolloff"]
+    n_taps = 2 * _sinc_hann_width(orig, new, lpw, rolloff) + orig
+    if new * n_taps > _MAX_KERNEL_TAPS:
+        raise ConfigError(f"resampler 'sinc-hann': {orig_sr} -> {target_sr} Hz reduces to {orig}:{new}, "
+                          f"whose polyphase kernel ({new} x {n_taps}) is too large; use 'soxr-vhq'")
+    kernels, width = sinc_hann_kernels(orig, new, lpw, rolloff)
+    n = waveform.shape[-1]
+    x = np.pad(waveform.astype(np.float64), [(0, 0), (width, width + orig)])
+    # Strided convolution: frame i sees x[i*orig : i*orig + taps] and yields `new` output samples.
+    windows = np.lib.stride_tricks.sliding_window_view(x, kernels.shape[1], axis=-1)[:, ::orig]
+    blocks = [windows[:, i:i + _FRAMES_PER_BLOCK] @ kernels.T
+              for i in range(0, windows.shape[1], _FRAMES_PER_BLOCK)]
+    out = np.concatenate(blocks, axis=1).reshape(waveform.shape[0], -1)  # interleave phases
+    return out[:, :-(-new * n // orig)]  # ceil(new * n / orig) samples
+
+
+_METHODS = {"soxr-vhq": _soxr, "julius": _julius, "sinc-hann": _sinc_hann, "torchaudio": _torchaudio}

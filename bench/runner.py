@@ -1,0 +1,287 @@
+"""Run a suite: for each cell generate (cached), score, write its RunRecord, log it to MLflow.
+
+Resumable: a cell whose record exists with the same cell hash is not redone; generated samples and
+embeddings come from the content-addressed cache, so a killed run loses at most the batch in flight.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.audio import write_audio
+from bench.cache import ArrayCache, default_cache_root, stable_hash
+from bench.datasets import load_manifest, open_clip_set
+from bench.errors import BenchError, ConfigError
+from bench.records import SCHEMA, read_record, write_record
+from bench.scoring import ScoreOptions, score
+from bench.suite import Cell, Gate, Suite
+from bench.tracking import TrackingError, default_tracking_uri, log_record
+from bench.versions import git_revision, library_versions
+from bench.weights import sha256_file
+from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
+from leaderboards import markdown
+from metrics.backbones.base import WeightsChoice
+
+
+@dataclass
+class RunOptions:
+    results_dir: Path | None = None  # overrides the suite's results_dir
+    cache_root: Path | None = None
+    tracking_uri: str | None = None  # overrides the suite's [tracking] uri
+    tracking: bool | None = None  # None: the suite decides (default on)
+    force: bool = False  # recompute cells that already have a record
+    progress: bool = True
+    allow_download: bool | None = None
+
+
+@dataclass
+class GateResult:
+    gate: Gate
+    cell_id: str
+    label: str
+    value: float | None
+    untrained: bool
+    passed: bool
+
+    def line(self) -> str:
+        status = "PASS" if self.passed else "FAIL"
+        value = "missing" if self.value is None else f"{self.value:.4g}"
+        mark = " (untrained backbone)" if self.untrained else ""
+        return f"{status}  {self.gate.text}  {self.label} ({self.cell_id}): {value}{mark}"
+
+
+@dataclass
+class RunOutcome:
+    results_dir: Path
+    records: list[dict] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # cells that could not be computed
+    tracking_errors: list[str] = field(default_factory=list)
+    leaderboard: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return 2
+        if any(not g.passed for g in self.gates):
+            return 1
+        return 3 if self.tracking_errors else 0
+
+
+def _weights_choice(suite: Suite, options: RunOptions) -> WeightsChoice:
+    w = suite.weights
+    local = tuple(sorted((k, str(suite.base_dir / v)) for k, v in w.get("checkpoints", {}).items()))
+    return WeightsChoice(mode=w.get("mode", "pretrained"), seed=int(w.get("seed", 0)), local_files=local,
+                         cache_root=options.cache_root, allow_download=options.allow_download)
+
+
+def _score_options(suite: Suite, options: RunOptions) -> ScoreOptions:
+    s = suite.scoring
+    return ScoreOptions(weights=_weights_choice(suite, options), cache_root=options.cache_root,
+                        batch_size=int(s.get("batch_size", 32)), workers=int(s.get("workers", 2)),
+                        bootstrap=int(s.get("bootstrap", 200)), bootstrap_seed=int(s.get("bootstrap_seed", 0)),
+                        ci_level=float(s.get("ci_level", 0.95)), progress=options.progress)
+
+
+def build_prompts(suite: Suite, reference) -> list[Prompt]:
+    spec = suite.prompts
+    if "manifest" in spec:
+        source = load_manifest(suite.base_dir / spec["manifest"], require_audio=False)
+    else:
+        source = reference
+    missing = [c.origin for c in source.clips if not c.caption]
+    if missing:
+        raise ConfigError(f"prompts: {len(missing)} entries have no caption (first: {missing[0]}); give every "
+                          "clip a caption or set [prompts] manifest = a file with id and caption")
+    clips = source.clips[:int(spec["limit"])] if "limit" in spec else source.clips
+    return [Prompt(c.id, c.caption, i) for i, c in enumerate(clips)]
+
+
+def _safe_name(prompt: Prompt, k: int, samples_per_prompt: int) -> str:
+    stem = f"{prompt.index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', prompt.id)[:60]}"
+    return f"{stem}_s{k}.wav" if samples_per_prompt > 1 else f"{stem}.wav"
+
+
+def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path | None, out_dir: Path,
+                  progress: bool) -> tuple[object, dict]:
+    """Generate (or take from the cache) every sample of a cell; return the generated set and a summary."""
+    generator = build_generator(cell.generator, cell.checkpoint, GeneratorContext(reference, cell.resampler))
+    ckpt_hash = sha256_file(Path(cell.checkpoint)) if cell.checkpoint else None
+    cache = ArrayCache(cache_root or default_cache_root(), "generated")
+    base = {"generator": cell.generator, "generator_version": generator.version, "checkpoint_sha256": ckpt_hash,
+            "seed": cell.seed, "steps": cell.steps, "guidance": cell.guidance, "duration_s": cell.duration_s,
+            "sample_rate": cell.sample_rate, "resampler": cell.resampler}
+    if getattr(generator, "reads_reference", False):
+        base["reference_fingerprint"] = reference.fingerprint()
+
+    def key(p: Prompt, k: int) -> dict:
+        return {**base, "prompt_id": p.id, "prompt_text": p.text, "prompt_index": p.index, "sample_index": k}
+
+    samples: dict[tuple[str, int], tuple[np.ndarray, dict]] = {}
+    todo = []
+    for p in prompts:
+        hits = [cache.get(key(p, k)) for k in range(cell.samples_per_prompt)]
+        if any(h is None for h in hits):
+            todo.append(p)
+        else:
+            for k, h in enumerate(hits):
+                samples[(p.id, k)] = (h["waveform"], json.loads(bytes(h["metadata"]).decode()))
+    seconds = 0.0
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), unit="prompt", disable=not progress,
+               desc=f"generate {cell.label}")
+    for start in range(0, len(todo), cell.batch_size):
+        batch = tuple(todo[start:start + cell.batch_size])
+        request = GenerationRequest(prompts=batch, seed=cell.seed, duration_s=cell.duration_s,
+                                    sample_rate=cell.sample_rate, steps=cell.steps, guidance=cell.guidance,
+                                    samples_per_prompt=cell.samples_per_prompt)
+        t0 = time.perf_counter()
+        outputs = generator.generate(request)
+        seconds += time.perf_counter() - t0
+        by_id = {p.id: p for p in batch}
+        for audio in outputs:
+            if audio.sample_rate != cell.sample_rate:
+                raise BenchError(f"generator {cell.generator!r} returned {audio.sample_rate} Hz for a "
+                                 f"{cell.sample_rate} Hz request")
+            cache.put(key(by_id[audio.prompt_id], audio.sample_index),
+                      {"waveform": audio.waveform,
+                       "metadata": np.frombuffer(json.dumps(audio.metadata, sort_keys=True).encode(), np.uint8)})
+            samples[(audio.prompt_id, audio.sample_index)] = (audio.waveform, audio.metadata)
+        bar.update(len(batch))
+    bar.close()
+
+    rows = []
+    for p in prompts:
+        for k in range(cell.samples_per_prompt):
+            wave, _ = samples[(p.id, k)]
+            name = _safe_name(p, k, cell.samples_per_prompt)
+            write_audio(out_dir / "audio" / name, wave, cell.sample_rate)
+            clip_id = p.id if cell.samples_per_prompt == 1 else f"{p.id}#{k}"
+            rows.append({"id": clip_id, "path": f"audio/{name}", "caption": p.text})
+    manifest = out_dir / "generated.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metas = [m for _, m in samples.values()]
+    summary = {"generator_version": generator.version, "checkpoint_sha256": ckpt_hash,
+               "n_prompts": len(prompts), "n_clips": len(rows),
+               "native_sample_rates": sorted({m.get("native_sample_rate") for m in metas} - {None}),
+               "resampled_with": sorted({m.get("resampler") for m in metas} - {None}),
+               "manifest": str(manifest)}
+    return load_manifest(manifest), {"summary": summary, "seconds": seconds,
+                                     "fresh_samples": len(todo) * cell.samples_per_prompt}
+
+
+def _cell_hash(cell: Cell, suite: Suite, reference, options: ScoreOptions) -> str:
+    return stable_hash({"cell": cell.params(), "metrics": suite.metrics, "reference": reference.fingerprint(),
+                        "prompts": suite.prompts, "weights": suite.weights, "scoring": suite.scoring,
+                        "schema": SCHEMA})
+
+
+def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: ScoreOptions, results_dir: Path,
+              options: RunOptions) -> dict:
+    cell_dir = results_dir / "cells" / cell.id
+    record_path = results_dir / "records" / f"{cell.id}.json"
+    cell_hash = _cell_hash(cell, suite, reference, score_options)
+    if record_path.exists() and not options.force:
+        try:
+            record = read_record(record_path)
+            if record.get("cell_hash") == cell_hash:
+                return record
+        except BenchError:
+            pass  # unreadable or foreign: recompute and overwrite
+    generated, gen = generate_cell(cell, prompts, reference, options.cache_root, cell_dir, options.progress)
+    t0 = time.perf_counter()
+    results = score(suite.metrics, generated, reference, score_options)
+    score_seconds = time.perf_counter() - t0
+    audio_seconds = sum(r["generated"]["total_duration_s"] for r in results[:1])
+    record = {
+        "schema": SCHEMA,
+        "suite": {"name": suite.name, "path": str(suite.path) if suite.path else "built-in quickstart",
+                  "hash": suite.hash},
+        "cell_id": cell.id,
+        "cell_hash": cell_hash,
+        "cell": cell.params(),
+        "generation": gen["summary"] | {"generated_dir": str(cell_dir)},
+        "reference": reference.describe(),
+        "metrics": results,
+        "untrained": any(r["untrained"] for r in results),
+        "git_revision": git_revision(),
+        "versions": library_versions(),
+        "timing": {"generation_seconds": round(gen["seconds"], 4), "fresh_samples": gen["fresh_samples"],
+                   "real_time_factor": (round(gen["seconds"] / audio_seconds, 6)
+                                        if gen["fresh_samples"] and audio_seconds else None),
+                   "scoring_seconds": round(score_seconds, 4)},
+    }
+    write_record(record_path, record)
+    return record
+
+
+def _track(record: dict, uri: str, experiment: str, results_dir: Path) -> None:
+    """Log once per (record, tracking target); the sidecar remembers what was logged where."""
+    sidecar = results_dir / "records" / f"{record['cell_id']}.tracking.json"
+    digest = stable_hash(record)
+    try:
+        done = json.loads(sidecar.read_text())
+        if done.get("uri") == uri and done.get("record_sha256") == digest:
+            return
+    except (OSError, ValueError):
+        pass
+    run_id = log_record(record, uri, experiment, results_dir / "mlartifacts" if uri.startswith("sqlite") else None)
+    sidecar.write_text(json.dumps({"uri": uri, "experiment": experiment, "run_id": run_id,
+                                   "record_sha256": digest}, indent=2) + "\n")
+
+
+def evaluate_gates(gates: list[Gate], records: list[dict]) -> list[GateResult]:
+    out = []
+    for gate in gates:
+        for record in records:
+            if gate.generator and gate.generator not in (record["cell"]["generator"], record["cell"]["label"]):
+                continue
+            result = next((r for r in record["metrics"] if r["metric"] == gate.metric), None)
+            value = None if result is None else result["value"]
+            out.append(GateResult(gate, record["cell_id"], record["cell"]["label"], value,
+                                  bool(result and result["untrained"]),
+                                  value is not None and gate.passes(value)))
+    return out
+
+
+def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
+    results_dir = Path(options.results_dir or suite.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    outcome = RunOutcome(results_dir)
+    reference = open_clip_set(suite.reference, suite.base_dir)
+    prompts = build_prompts(suite, reference)
+    score_options = _score_options(suite, options)
+    tracking_on = options.tracking if options.tracking is not None else suite.tracking.get("enabled", True)
+    uri = options.tracking_uri or suite.tracking.get("uri") or default_tracking_uri(results_dir)
+    experiment = suite.tracking.get("experiment", suite.name)
+    log(f"suite {suite.name}: {len(suite.cells)} cells x {len(suite.metrics)} metrics, "
+        f"{len(prompts)} prompts, reference {reference.name} ({len(reference)} clips) -> {results_dir}")
+    for i, cell in enumerate(suite.cells, 1):
+        log(f"[{i}/{len(suite.cells)}] {cell.id}")
+        try:
+            record = _run_cell(cell, suite, reference, prompts, score_options, results_dir, options)
+        except BenchError as exc:
+            outcome.errors.append(f"{cell.id}: {exc}")
+            log(f"  error: {exc}")
+            continue
+        outcome.records.append(record)
+        if tracking_on:
+            try:
+                _track(record, uri, experiment, results_dir)
+            except TrackingError as exc:
+                outcome.tracking_errors.append(str(exc))
+                log(f"  tracking error (record kept on disk): {exc}")
+    outcome.gates = evaluate_gates(suite.gates, outcome.records)
+    outcome.leaderboard = results_dir / "leaderboard.md"
+    outcome.leaderboard.write_text(markdown.render(outcome.records, title=f"{suite.name} leaderboard"))
+    summary = {"suite": suite.name, "exit_code": outcome.exit_code, "errors": outcome.errors,
+               "tracking_errors": outcome.tracking_errors, "tracking_uri": uri if tracking_on else None,
+               "records": [str(results_dir / "records" / f"{r['cell_id']}.json") for r in outcome.records],
+               "gates": [g.line() for g in outcome.gates]}
+    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return outcome

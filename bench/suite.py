@@ -1,0 +1,248 @@
+"""Benchmark suites: a TOML file, validated strictly, expanded into a grid of cells.
+
+A cell is one (generator, checkpoint, seed, steps, guidance, sample rate) combination; every cell is
+generated, scored and recorded on its own. Unknown keys are errors naming the file and the key.
+"""
+from __future__ import annotations
+
+import difflib
+import glob
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from bench.cache import stable_hash
+from bench.errors import ConfigError
+
+_TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "generation", "generators",
+             "metrics", "weights", "scoring", "tracking", "gates"}
+_GENERATION_KEYS = {"seeds", "duration_s", "sample_rates", "samples_per_prompt", "resampler", "steps",
+                    "guidance", "batch_size"}
+_GENERATOR_KEYS = _GENERATION_KEYS | {"name", "checkpoints", "label"}
+_PROMPT_KEYS = {"manifest", "limit"}
+_WEIGHTS_KEYS = {"mode", "seed", "checkpoints"}
+_SCORING_KEYS = {"bootstrap", "bootstrap_seed", "ci_level", "batch_size", "workers"}
+_TRACKING_KEYS = {"enabled", "uri", "experiment"}
+_GATE_KEYS = {"check", "generator"}
+_GATE_RE = re.compile(r"^\s*(?P<metric>[\w.\-]+@[\w.\-]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$")
+
+QUICKSTART = "quickstart"
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    threshold: float
+    generator: str | None = None
+
+    @property
+    def text(self) -> str:
+        where = f" [generator={self.generator}]" if self.generator else ""
+        return f"{self.metric} {self.op} {self.threshold:g}{where}"
+
+    def passes(self, value: float) -> bool:
+        return {"<=": value <= self.threshold, ">=": value >= self.threshold,
+                "<": value < self.threshold, ">": value > self.threshold}[self.op]
+
+
+@dataclass(frozen=True)
+class Cell:
+    generator: str
+    label: str  # display name (defaults to the generator name)
+    checkpoint: str | None
+    seed: int
+    steps: int | None
+    guidance: float | None
+    sample_rate: int
+    duration_s: float
+    samples_per_prompt: int
+    resampler: str
+    batch_size: int
+
+    def params(self) -> dict:
+        return {"generator": self.generator, "label": self.label, "checkpoint": self.checkpoint,
+                "seed": self.seed, "steps": self.steps, "guidance": self.guidance,
+                "sample_rate": self.sample_rate, "duration_s": self.duration_s,
+                "samples_per_prompt": self.samples_per_prompt, "resampler": self.resampler}
+
+    @property
+    def id(self) -> str:
+        parts = [self.label, f"seed{self.seed}", f"sr{self.sample_rate}"]
+        if self.checkpoint:
+            parts.insert(1, re.sub(r"[^A-Za-z0-9.-]+", "-", Path(self.checkpoint).stem))
+        if self.steps is not None:
+            parts.append(f"steps{self.steps}")
+        if self.guidance is not None:
+            parts.append(f"cfg{self.guidance:g}")
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+        return f"{slug}_{stable_hash(self.params())[:8]}"
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None  # None for the embedded quickstart
+    base_dir: Path
+    description: str
+    results_dir: Path
+    reference: object  # spec for bench.datasets.open_clip_set
+    prompts: dict
+    cells: list[Cell]
+    metrics: list[str]
+    weights: dict
+    scoring: dict
+    tracking: dict
+    gates: list[Gate] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return stable_hash(self.raw)
+
+
+def _where(source: str, section: str) -> str:
+    return f"{source}: [{section}]" if section else source
+
+
+def _check_keys(table: dict, allowed: set, source: str, section: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{_where(source, section)} must be a table")
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{_where(source, section)}: unknown key {key!r}{hint}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _as_list(value, source: str, field_name: str, kind) -> list:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+            raise ConfigError(f"{source}: {field_name} must hold {getattr(kind, '__name__', kind)} values, "
+                              f"got {v!r}")
+    return values
+
+
+def parse_gate(entry, source: str) -> Gate:
+    if isinstance(entry, str):
+        entry = {"check": entry}
+    _check_keys(entry, _GATE_KEYS, source, "gates")
+    if "check" not in entry:
+        raise ConfigError(f"{source}: a gate needs `check`, e.g. \"fad-vggish@audioldm <= 3.0\"")
+    m = _GATE_RE.match(str(entry["check"]))
+    if not m:
+        raise ConfigError(f"{source}: gate {entry['check']!r} is not of the form 'METRIC@PRESET OP NUMBER' "
+                          "with OP one of <=, >=, <, >")
+    return Gate(m["metric"], m["op"], float(m["value"]), entry.get("generator"))
+
+
+def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str) -> list[str | None]:
+    if patterns is None:
+        return [None]
+    out: list[str | None] = []
+    for pattern in _as_list(patterns, source, f"generators.{name}.checkpoints", str):
+        full = pattern if Path(pattern).is_absolute() else str(base_dir / pattern)
+        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if not matches:
+            raise ConfigError(f"{source}: generator {name!r}: checkpoint pattern {pattern!r} matches no file")
+        out.extend(matches)
+    return out
+
+
+def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None) -> Suite:
+    _check_keys(raw, _TOP_KEYS, source, "")
+    for required in ("reference", "generators", "metrics"):
+        if required not in raw:
+            raise ConfigError(f"{source}: missing required key {required!r}")
+    generation = raw.get("generation", {})
+    _check_keys(generation, _GENERATION_KEYS, source, "generation")
+    prompts = raw.get("prompts", {})
+    _check_keys(prompts, _PROMPT_KEYS, source, "prompts")
+    weights = raw.get("weights", {})
+    _check_keys(weights, _WEIGHTS_KEYS, source, "weights")
+    scoring = raw.get("scoring", {})
+    _check_keys(scoring, _SCORING_KEYS, source, "scoring")
+    tracking = raw.get("tracking", {})
+    _check_keys(tracking, _TRACKING_KEYS, source, "tracking")
+
+    metrics = _as_list(raw["metrics"], source, "metrics", str)
+    if not metrics:
+        raise ConfigError(f"{source}: `metrics` is empty")
+    from metrics.registry import get_metric
+
+    for m in metrics:
+        get_metric(m)  # unknown names fail here, with a suggestion
+
+    entries = raw["generators"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source}: `generators` must be a non-empty array of tables ([[generators]])")
+    from generators.base import GENERATORS, build_generator  # noqa: F401
+    from generators.base import unknown_name_message
+
+    import generators.baselines  # noqa: F401
+
+    cells: list[Cell] = []
+    for i, entry in enumerate(entries):
+        section = f"generators][{i}"
+        _check_keys(entry, _GENERATOR_KEYS, source, section)
+        if "name" not in entry:
+            raise ConfigError(f"{_where(source, section)}: missing `name`")
+        name = entry["name"]
+        if name not in GENERATORS:
+            raise ConfigError(f"{source}: {unknown_name_message('generator', name, GENERATORS)}")
+        opt = {**generation, **entry}
+        where = f"{source} generator {name!r}"
+        for ckpt in _expand_checkpoints(entry.get("checkpoints"), base_dir, source, name):
+            for seed in _as_list(opt.get("seeds", [0]), where, "seeds", int):
+                for steps in _as_list(opt.get("steps", [None]), where, "steps", int):
+                    for guidance in _as_list(opt.get("guidance", [None]), where, "guidance", (int, float)):
+                        for rate in _as_list(opt.get("sample_rates", [16000]), where, "sample_rates", int):
+                            cells.append(Cell(
+                                generator=name, label=str(entry.get("label", name)), checkpoint=ckpt,
+                                seed=seed, steps=steps,
+                                guidance=None if guidance is None else float(guidance),
+                                sample_rate=rate, duration_s=float(opt.get("duration_s", 4.0)),
+                                samples_per_prompt=int(opt.get("samples_per_prompt", 1)),
+                                resampler=str(opt.get("resampler", "soxr-vhq")),
+                                batch_size=int(opt.get("batch_size", 8))))
+    ids = [c.id for c in cells]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: the grid has duplicate cells {dupes}; give repeated generators a `label`")
+
+    gates = [parse_gate(g, source) for g in raw.get("gates", [])]
+    for gate in gates:
+        if gate.metric not in metrics:
+            raise ConfigError(f"{source}: gate {gate.text!r} refers to metric {gate.metric!r}, "
+                              f"which the suite does not compute ({', '.join(metrics)})")
+        if gate.generator and gate.generator not in {c.label for c in cells} | {c.generator for c in cells}:
+            raise ConfigError(f"{source}: gate {gate.text!r} names generator {gate.generator!r}, "
+                              "which is not in the suite")
+
+    name = str(raw.get("name", path.stem if path else "suite"))
+    results_dir = Path(raw.get("results_dir", Path("bench-results") / name))
+    return Suite(name=name, path=path, base_dir=base_dir, description=str(raw.get("description", "")),
+                 results_dir=results_dir, reference=raw["reference"], prompts=prompts, cells=cells,
+                 metrics=metrics, weights=weights, scoring=scoring, tracking=tracking, gates=gates, raw=raw)
+
+
+def load_suite(path: str | Path | None) -> Suite:
+    """Load a suite file, or the embedded quickstart when `path` is None."""
+    if path is None:
+        text = resources.files("bench").joinpath("suites", f"{QUICKSTART}.toml").read_text()
+        return parse_suite(_parse_toml(text, "quickstart (built in)"), "quickstart (built in)", Path.cwd())
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file {path} does not exist")
+    return parse_suite(_parse_toml(path.read_text(), str(path)), str(path), path.parent.resolve(), path)
+
+
+def _parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc

@@ -1,0 +1,207 @@
+"""Registry of pretrained checkpoints: where they come from, how they are verified, where they live.
+
+Checkpoints are fetched on first use into CACHE_ROOT/weights/, verified by sha256 where a hash is
+published (torch-hub files publish a prefix in their name), and the observed sha256 is recorded in
+every result. With no network and no file, the user gets one message naming the file, its URL and the
+path to put it at.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.cache import atomic_write_json
+from bench.errors import CheckpointError
+
+OFFLINE_ENV = "BENCH_OFFLINE"
+
+
+@dataclass(frozen=True)
+class WeightsCard:
+    name: str
+    filename: str
+    url: str
+    backbone: str
+    license: str
+    citation: str
+    size_bytes: int | None = None
+    sha256: str | None = None  # full published hash
+    sha256_prefix: str | None = None  # torch-hub style: leading hex digits published in the file name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+KNOWN_WEIGHTS: dict[str, WeightsCard] = {}
+
+
+def register_weights(card: WeightsCard) -> WeightsCard:
+    if card.name in KNOWN_WEIGHTS:
+        raise ValueError(f"weights {card.name!r} registered twice")
+    KNOWN_WEIGHTS[card.name] = card
+    return card
+
+
+register_weights(WeightsCard(
+    name="vggish",
+    filename="vggish-10086976.pth",
+    url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+    backbone="vggish",
+    license="Apache-2.0 (TensorFlow models VGGish, ported by harritaylor/torchvggish)",
+    citation="Hershey et al., CNN Architectures for Large-Scale Audio Classification, ICASSP 2017",
+    sha256_prefix="10086976",
+))
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A checkpoint file ready to load, with what results must record about it."""
+
+    card: WeightsCard
+    path: Path
+    sha256: str
+    source: str  # "cache" | "download" | "local file"
+
+    def provenance(self) -> dict:
+        return {"weights": "pretrained", "name": self.card.name, "file": self.path.name,
+                "sha256": self.sha256, "source": self.source, "url": self.card.url,
+                "hash_published": bool(self.card.sha256 or self.card.sha256_prefix)}
+
+
+def weights_dir(cache_root: Path) -> Path:
+    return Path(cache_root) / "weights"
+
+
+def get_card(name: str) -> WeightsCard:
+    if name not in KNOWN_WEIGHTS:
+        raise CheckpointError(f"unknown weights {name!r}; known: {', '.join(sorted(KNOWN_WEIGHTS))}")
+    return KNOWN_WEIGHTS[name]
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, remembered in a sidecar keyed by size and mtime so large files hash once."""
+    path = Path(path)
+    st = path.stat()
+    sidecar = path.with_name(path.name + ".sha256.json")
+    try:
+        memo = json.loads(sidecar.read_text())
+        if memo["size"] == st.st_size and memo["mtime_ns"] == st.st_mtime_ns:
+            return memo["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        atomic_write_json(sidecar, {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
+    except OSError:
+        pass  # read-only location: hashing again next time is fine
+    return digest
+
+
+def hash_matches(card: WeightsCard, digest: str) -> bool | None:
+    """True/False against the published hash, None when nothing is published."""
+    if card.sha256:
+        return digest == card.sha256
+    if card.sha256_prefix:
+        return digest.startswith(card.sha256_prefix)
+    return None
+
+
+def _check_hash(card: WeightsCard, path: Path, digest: str) -> None:
+    if hash_matches(card, digest) is False:
+        expected = card.sha256 or f"{card.sha256_prefix}..."
+        raise CheckpointError(
+            f"{path}: sha256 {digest} does not match the published {expected} for {card.name!r}. "
+            f"The file is corrupt or a different checkpoint; delete it and run `bench weights fetch {card.name}`.")
+
+
+def missing_message(card: WeightsCard, cache_root: Path, reason: str) -> str:
+    return (f"checkpoint {card.filename} for {card.name!r} is not in the cache and could not be downloaded "
+            f"({reason}). Download {card.url} and put it at {weights_dir(cache_root) / card.filename} "
+            f"(or pass --checkpoint {card.backbone}=PATH, or set {OFFLINE_ENV}=0 with network access).")
+
+
+def fetch(card: WeightsCard, cache_root: Path, progress: bool = True) -> Path:
+    """Download `card` into the cache (temp file + rename), verify its hash, return the path."""
+    target = weights_dir(cache_root) / card.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        with urllib.request.urlopen(card.url, timeout=60) as resp, open(tmp, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or card.size_bytes
+            with tqdm(total=total, unit="B", unit_scale=True, desc=card.filename, disable=not progress) as bar:
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(missing_message(card, cache_root, f"download failed: {exc}")) from exc
+    digest = sha256_file(tmp)
+    try:
+        _check_hash(card, target, digest)
+    except CheckpointError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    return target
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
+
+
+def resolve(name: str, cache_root: Path, local_path: str | Path | None = None,
+            allow_download: bool | None = None, progress: bool = True) -> ResolvedWeights:
+    """The checkpoint for `name`: a local file if given, else the cache, else a download."""
+    card = get_card(name)
+    if local_path is not None:
+        path = Path(local_path).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"--checkpoint {name}={local_path}: no such file")
+        return ResolvedWeights(card, path, sha256_file(path), "local file")
+    path = weights_dir(cache_root) / card.filename
+    if path.is_file():
+        digest = sha256_file(path)
+        _check_hash(card, path, digest)
+        return ResolvedWeights(card, path, digest, "cache")
+    if allow_download is None:
+        allow_download = not offline()
+    if not allow_download:
+        raise CheckpointError(missing_message(card, cache_root, f"offline mode ({OFFLINE_ENV}=1)"))
+    path = fetch(card, cache_root, progress=progress)
+    return ResolvedWeights(card, path, sha256_file(path), "download")
+
+
+def status_rows(cache_root: Path) -> list[dict]:
+    """One row per known checkpoint, for `bench weights list`."""
+    rows = []
+    for card in sorted(KNOWN_WEIGHTS.values(), key=lambda c: c.name):
+        path = weights_dir(cache_root) / card.filename
+        rows.append({**card.to_dict(), "cached": path.is_file(), "path": str(path)})
+    return rows
+
+
+def verify_cached(cache_root: Path) -> list[dict]:
+    """Hash every cached checkpoint (fresh, ignoring memos) and compare with the published hash."""
+    results = []
+    for card in sorted(KNOWN_WEIGHTS.values(), key=lambda c: c.name):
+        path = weights_dir(cache_root) / card.filename
+        if not path.is_file():
+            results.append({"name": card.name, "status": "missing", "path": str(path)})
+            continue
+        path.with_name(path.name + ".sha256.json").unlink(missing_ok=True)
+        digest = sha256_file(path)
+        ok = hash_matches(card, digest)
+        status = {True: "ok", False: "MISMATCH", None: "unverified (no published hash)"}[ok]
+        results.append({"name": card.name, "status": status, "sha256": digest, "path": str(path)})
+    return results

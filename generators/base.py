@@ -1,0 +1,140 @@
+"""The Generator contract every reference system and baseline follows.
+
+Parameters travel with every call (never set statefully). Randomness comes only from one CPU
+torch.Generator per sample, seeded from (seed, prompt index, sample index), so a sample does not depend
+on batch size, batch order or device.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    index: int  # position in the full prompt set; part of the per-sample seed
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompts: tuple[Prompt, ...]
+    seed: int
+    duration_s: float
+    sample_rate: int
+    steps: int | None = None
+    guidance: float | None = None
+    samples_per_prompt: int = 1
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise ConfigError("generation request has an empty prompt list")
+        if not self.duration_s > 0:
+            raise ConfigError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.sample_rate <= 0:
+            raise ConfigError(f"sample_rate must be > 0, got {self.sample_rate}")
+        if self.steps is not None and self.steps <= 0:
+            raise ConfigError(f"steps must be > 0, got {self.steps}")
+        if self.samples_per_prompt < 1:
+            raise ConfigError(f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}")
+
+
+@dataclass
+class GeneratedAudio:
+    prompt_id: str
+    sample_index: int
+    waveform: np.ndarray  # float32 [channels, n]
+    sample_rate: int
+    metadata: dict
+
+
+class Generator(Protocol):
+    name: str
+    version: str
+    native_sample_rates: tuple[int, ...] | None  # None: any rate natively
+    max_duration_s: float | None
+    uses_steps: bool
+    uses_guidance: bool
+
+    def generate(self, request: GenerationRequest) -> list[GeneratedAudio]: ...
+
+
+def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{prompt_index}/{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def sample_rng(seed: int, prompt_index: int, sample_index: int) -> torch.Generator:
+    """The one source of randomness for one sample."""
+    return torch.Generator(device="cpu").manual_seed(sample_seed(seed, prompt_index, sample_index))
+
+
+def check_request(generator: Generator, request: GenerationRequest) -> None:
+    """Refuse parameters a generator cannot honour instead of silently ignoring them."""
+    if request.steps is not None and not generator.uses_steps:
+        raise ConfigError(f"generator {generator.name!r} has no sampling steps; remove `steps` for it")
+    if request.guidance is not None and not generator.uses_guidance:
+        raise ConfigError(f"generator {generator.name!r} has no guidance scale; remove `guidance` for it")
+    if generator.max_duration_s is not None and request.duration_s > generator.max_duration_s:
+        raise ConfigError(f"generator {generator.name!r} generates at most {generator.max_duration_s} s, "
+                          f"asked for {request.duration_s} s")
+
+
+@dataclass(frozen=True)
+class GeneratorContext:
+    """What a generator factory may need besides its checkpoint."""
+
+    reference: object | None = None  # bench.datasets.ClipSet, for generators that read reference audio
+    resampler: str = "soxr-vhq"
+
+
+GeneratorFactory = Callable[[str | None, GeneratorContext], Generator]
+GENERATORS: dict[str, tuple[GeneratorFactory, str]] = {}
+
+
+def register_generator(name: str, summary: str):
+    """Decorator registering a factory `(checkpoint, context) -> Generator` under `name`."""
+
+    def wrap(factory: GeneratorFactory) -> GeneratorFactory:
+        if name in GENERATORS:
+            raise ValueError(f"generator {name!r} registered twice")
+        GENERATORS[name] = (factory, summary)
+        return factory
+
+    return wrap
+
+
+def unknown_name_message(kind: str, name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} Known: {', '.join(sorted(known))}"
+
+
+def build_generator(name: str, checkpoint: str | None, context: GeneratorContext) -> Generator:
+    import generators.baselines  # noqa: F401  (registers the built-in generators)
+
+    if name not in GENERATORS:
+        raise ConfigError(unknown_name_message("generator", name, GENERATORS))
+    return GENERATORS[name][0](checkpoint, context)
+
+
+def at_requested_rate(waveform: np.ndarray, native_rate: int, request: GenerationRequest,
+                      resampler: str) -> tuple[np.ndarray, dict]:
+    """Resample a native-rate output to the requested rate; the metadata says what was done."""
+    from bench.resample import resample
+
+    meta = {"native_sample_rate": native_rate, "output_sample_rate": request.sample_rate,
+            "resampler": None}
+    if native_rate != request.sample_rate:
+        waveform = resample(waveform, native_rate, request.sample_rate, resampler)
+        meta["resampler"] = resampler
+    return waveform.astype(np.float32, copy=False), meta

@@ -1,0 +1,103 @@
+"""A loaded embedding backbone plus the provenance every result must carry.
+
+A backbone is built either from real weights (cache, download or a local file; sha256 recorded) or
+explicitly `untrained` (seeded random init of the same architecture). `untrained` is never silent:
+it is part of the provenance, the cache key, the metric key and everything downstream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.cache import default_cache_root, stable_hash
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """How to obtain backbone weights: pretrained (cache / download / local file) or untrained(seed)."""
+
+    mode: str = "pretrained"
+    seed: int = 0
+    local_files: tuple[tuple[str, str], ...] = ()  # (backbone id, path) from --checkpoint NAME=PATH
+    cache_root: Path | None = None  # None: bench.cache.default_cache_root()
+    allow_download: bool | None = None  # None: unless BENCH_OFFLINE=1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("pretrained", "untrained"):
+            raise ConfigError(f"weights must be 'pretrained' or 'untrained', got {self.mode!r}")
+        if self.mode == "untrained" and self.local_files:
+            raise ConfigError("--checkpoint cannot be combined with --weights untrained")
+
+    @property
+    def weights_root(self) -> Path:
+        return Path(self.cache_root) if self.cache_root is not None else default_cache_root()
+
+    def local_file(self, backbone_id: str) -> str | None:
+        return dict(self.local_files).get(backbone_id)
+
+
+@dataclass
+class Backbone:
+    id: str
+    dim: int
+    provenance: dict  # {"weights": "pretrained"|"untrained", "file", "sha256", ...} or {"seed": ...}
+    embed: Callable[[np.ndarray], np.ndarray]  # batched model inputs -> float32 [N, dim]
+    device: str = "cpu"
+
+    @property
+    def untrained(self) -> bool:
+        return self.provenance["weights"] == "untrained"
+
+    @property
+    def card_key(self) -> dict:
+        """What determines this backbone's outputs (cache keys use it; paths and sources do not)."""
+        if self.untrained:
+            return {"backbone": self.id, "weights": "untrained", "seed": self.provenance["seed"],
+                    "init": self.provenance["init"]}
+        return {"backbone": self.id, "weights": "pretrained", "sha256": self.provenance["sha256"]}
+
+    @property
+    def card_hash(self) -> str:
+        return stable_hash(self.card_key)
+
+
+BackboneBuilder = Callable[[WeightsChoice], Backbone]
+BACKBONES: dict[str, BackboneBuilder] = {}
+_LOADED: dict[tuple, Backbone] = {}
+
+
+def register_backbone(name: str):
+    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} registered twice")
+        BACKBONES[name] = builder
+        return builder
+
+    return wrap
+
+
+def load_backbone(name: str, choice: WeightsChoice) -> Backbone:
+    """Build (once per process and weights choice) the backbone `name`."""
+    import metrics.backbones.vggish_backbone  # noqa: F401  (registers the built-in backbones)
+
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+    key = (name, choice)
+    if key not in _LOADED:
+        _LOADED[key] = BACKBONES[name](choice)
+    return _LOADED[key]
+
+
+def pick_device() -> str:
+    import os
+
+    import torch
+
+    wanted = os.environ.get("BENCH_DEVICE")
+    if wanted:
+        return wanted
+    return "cuda" if torch.cuda.is_available() else "cpu"

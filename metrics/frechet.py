@@ -1,0 +1,116 @@
+"""Fréchet distance between Gaussian fits of two embedding sets (FAD, FD and friends).
+
+Statistics are float64 running sums (n, sum x, sum x x^T), so sets stream in bounded memory and
+shards merge exactly. The trace term uses the eigenvalues of sqrt(S1) S2 sqrt(S1), which is symmetric
+PSD, instead of scipy.linalg.sqrtm (complex or non-finite on some SciPy versions).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Relative size under which a negative eigenvalue or distance is float round-off, not a real failure.
+_ROUNDOFF = 1e-9
+
+
+@dataclass
+class GaussianStats:
+    """Sufficient statistics of a set of d-dimensional vectors."""
+
+    dim: int
+    n: int = 0
+    total: np.ndarray | None = None
+    outer: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.total is None:
+            self.total = np.zeros(self.dim, dtype=np.float64)
+        if self.outer is None:
+            self.outer = np.zeros((self.dim, self.dim), dtype=np.float64)
+
+    def update(self, x: np.ndarray) -> "GaussianStats":
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected embeddings of shape [n, {self.dim}], got {list(x.shape)}")
+        self.n += x.shape[0]
+        self.total += x.sum(axis=0)
+        self.outer += x.T @ x
+        return self
+
+    def merge(self, other: "GaussianStats") -> "GaussianStats":
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge statistics of dimension {self.dim} and {other.dim}")
+        return GaussianStats(self.dim, self.n + other.n, self.total + other.total, self.outer + other.outer)
+
+    def reset(self) -> None:
+        self.n = 0
+        self.total[:] = 0.0
+        self.outer[:] = 0.0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.n
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased (n-1) covariance."""
+        if self.n < 2:
+            raise ValueError(f"a covariance needs at least 2 vectors, got {self.n}")
+        mu = self.mean
+        return (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    vals, vecs = np.linalg.eigh((s + s.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """tr((S1 S2)^(1/2)) for symmetric PSD S1, S2."""
+    r = _psd_sqrt(s1)
+    m = r @ s2 @ r
+    vals = np.linalg.eigvalsh((m + m.T) / 2)
+    scale = max(float(np.abs(vals).max(initial=0.0)), 1.0)
+    if vals.min(initial=0.0) < -_ROUNDOFF * scale * len(vals):
+        raise ArithmeticError(f"covariance product has a clearly negative eigenvalue ({vals.min():.3g}); "
+                              "the covariances are not positive semi-definite")
+    return float(np.sqrt(np.clip(vals, 0.0, None)).sum())
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """Squared Fréchet distance between N(mu1, cov1) and N(mu2, cov2); finite and >= 0 or an error."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
+        raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, cov {cov1.shape} vs {cov2.shape}")
+    for name, arr in (("mu1", mu1), ("mu2", mu2), ("cov1", cov1), ("cov2", cov2)):
+        if not np.all(np.isfinite(arr)):
+            raise ArithmeticError(f"{name} has non-finite values; the embeddings contain NaN or Inf")
+    diff = mu1 - mu2
+    d2 = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt_product(cov1, cov2))
+    scale = max(float(np.trace(cov1) + np.trace(cov2)), 1.0)
+    if not np.isfinite(d2) or d2 < -_ROUNDOFF * scale * len(mu1):
+        raise ArithmeticError(f"Fréchet distance came out as {d2!r}")
+    return max(d2, 0.0)
+
+
+def frechet_from_stats(a: GaussianStats, b: GaussianStats) -> float:
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+
+
+class StackedClips:
+    """Per-clip embedding matrices stacked once, so a resample with clip multiplicities is one matmul."""
+
+    def __init__(self, per_clip: list[np.ndarray]):
+        if not per_clip:
+            raise ValueError("no clips")
+        self.n_clips = len(per_clip)
+        self.rows = np.concatenate([np.asarray(e, np.float64) for e in per_clip], axis=0)
+        self.owner = np.repeat(np.arange(self.n_clips), [len(e) for e in per_clip])
+
+    def stats(self, counts: np.ndarray | None = None) -> GaussianStats:
+        """Statistics of the clips taken `counts[i]` times each (all once when counts is None)."""
+        w = np.ones(len(self.rows)) if counts is None else np.asarray(counts, np.float64)[self.owner]
+        weighted = self.rows * w[:, None]
+        return GaussianStats(self.rows.shape[1], int(w.sum()), weighted.sum(axis=0), weighted.T @ self.rows)

@@ -1,0 +1,77 @@
+"""Embedding protocols: exactly how audio is fed to a backbone for one published toolkit.
+
+A protocol turns one clip (float32 [channels, n] at any rate) into the backbone's input examples.
+Its id and version are part of every embedding cache key and every result, so two toolkits that feed
+the same backbone differently never share numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from bench.audio import pad_to_min_length, peak, to_mono
+from bench.resample import resample, resampler_info
+from metrics.backbones import vggish_frontend as vf
+
+
+@dataclass(frozen=True)
+class EmbeddingProtocol:
+    id: str  # e.g. "vggish@audioldm"
+    version: int
+    backbone: str
+    sample_rate: int
+    resampler: str
+    channels: str  # channel policy, in words
+    steps: tuple[str, ...]  # the preprocessing, in order, in words (recorded in results)
+    prepare: Callable[[np.ndarray, int], np.ndarray]  # (waveform, rate) -> backbone inputs [k, ...]
+
+    def info(self) -> dict:
+        return {"id": self.id, "version": self.version, "backbone": self.backbone,
+                "sample_rate": self.sample_rate, "resampler": resampler_info(self.resampler),
+                "channels": self.channels, "steps": list(self.steps)}
+
+
+def _vggish_audioldm(waveform: np.ndarray, rate: int) -> np.ndarray:
+    x = resample(to_mono(waveform, "first"), rate, vf.SAMPLE_RATE, "sinc-hann")[0].astype(np.float64)
+    x = pad_to_min_length((x - x.mean())[None, :], 2 * vf.SAMPLE_RATE)[0]
+    return vf.examples(vf.log_mel_spectrogram(x), 96, 96)
+
+
+VGGISH_AUDIOLDM = EmbeddingProtocol(
+    id="vggish@audioldm", version=1, backbone="vggish", sample_rate=16000, resampler="sinc-hann",
+    channels="first channel only",
+    steps=("resample to 16 kHz (windowed sinc, torchaudio's default algorithm)", "first channel",
+           "subtract the mean", "zero-pad to at least 2 s", "log-mel 64 bands 125-7500 Hz, 25 ms / 10 ms",
+           "non-overlapping 0.96 s examples", "128-d pre-activation embedding, no PCA"),
+    prepare=_vggish_audioldm)
+
+# The google preset reads 16 kHz int16 WAVs written by audiocraft (julius resampling, -1 dBFS peak).
+_INT16_SCALE = 32768.0
+_PEAK_DBFS = -1.0
+
+
+def _vggish_google(waveform: np.ndarray, rate: int) -> np.ndarray:
+    x = resample(to_mono(waveform, "mean"), rate, vf.SAMPLE_RATE, "julius")[0].astype(np.float64)
+    p = peak(x)
+    if p > 0:
+        x = x * (10 ** (_PEAK_DBFS / 20) / p)
+    ints = np.clip(np.round(x * _INT16_SCALE), -_INT16_SCALE, _INT16_SCALE - 1)
+    # The reference divides by the largest sample VALUE (not magnitude), floored at 0.1.
+    x = ints / max(0.1, float(ints.max()))
+    windows = vf.frame(x, vf.SAMPLE_RATE, vf.SAMPLE_RATE // 2)
+    if len(windows) == 0:
+        return np.zeros((0, 1, vf.EXAMPLE_FRAMES, vf.NUM_BANDS), np.float32)
+    return np.concatenate([vf.examples(vf.log_mel_spectrogram(w), 96, 96) for w in windows])
+
+
+VGGISH_GOOGLE = EmbeddingProtocol(
+    id="vggish@google", version=1, backbone="vggish", sample_rate=16000, resampler="julius",
+    channels="mean of channels",
+    steps=("mono (mean of channels)", "resample to 16 kHz with julius", "peak-normalise to -1 dBFS",
+           "quantise to int16 values, read back unscaled", "divide by max(0.1, largest sample value)",
+           "1 s windows every 0.5 s, full windows only (clips under 1 s yield nothing)",
+           "log-mel 64 bands 125-7500 Hz, 25 ms / 10 ms, one 96-frame example per window",
+           "128-d pre-activation embedding, no PCA"),
+    prepare=_vggish_google)
