@@ -8,9 +8,11 @@ atomic (temp file + rename), so a killed run leaves either a whole entry or none
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +65,7 @@ class ArrayCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (FileNotFoundError, OSError, ValueError):
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # absent or torn entry
             self.misses += 1
             return None
         stored = arrays.pop("__key__", None)
@@ -74,8 +76,6 @@ class ArrayCache:
         return arrays
 
     def put(self, key_inputs: dict, arrays: dict[str, np.ndarray]) -> None:
-        import io
-
         buf = io.BytesIO()
         key_blob = np.frombuffer(json.dumps(key_inputs, sort_keys=True).encode(), dtype=np.uint8)
         np.savez(buf, __key__=key_blob, **arrays)

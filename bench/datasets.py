@@ -175,8 +175,8 @@ def _csv_rows(path: Path, text: str):
         if not values or all(not v.strip() for v in values):
             continue
         if len(values) != len(header):
-            raise ManifestError(f"{path} row {n} (header = row 1): {len(values)} fields but the header has {len(header)}; "
-                                f"quote values that contain commas")
+            raise ManifestError(f"{path} row {n} (header = row 1): {len(values)} fields but the header "
+                                f"has {len(header)}; quote values that contain commas")
         yield n, dict(zip(header, values))
 
 
@@ -325,7 +325,8 @@ def _chord_render(p, t, sr, rng):
 def _burst_draw(rng):
     white = bool(rng.integers(2))
     return {"rate_per_s": int(rng.integers(1, 5)), "burst_ms": int(rng.integers(50, 201)),
-            "noise": "white" if white else "lowpassed", "cutoff_hz": None if white else int(rng.integers(5, 21)) * 100}
+            "noise": "white" if white else "lowpassed",
+            "cutoff_hz": None if white else int(rng.integers(5, 21)) * 100}
 
 
 def _burst_describe(p):
@@ -547,7 +548,10 @@ def open_clip_set(spec, base_dir: Path, require_audio: bool = True, where: str =
 def _open_builtin(name, params: dict, where: str) -> ClipSet:
     if name not in BUILTIN_SETS:
         raise ConfigError(f"{where}: unknown built-in set {name!r}; built-in sets: {', '.join(BUILTIN_SETS)}")
-    return synthetic_dataset(**params)
+    try:
+        return synthetic_dataset(**params)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def _resolve(value: str, base_dir: Path, where: str) -> Path:

@@ -175,17 +175,18 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
                                      "fresh_samples": len(todo) * cell.samples_per_prompt}
 
 
-def _cell_hash(cell: Cell, suite: Suite, reference, options: ScoreOptions) -> str:
+def _cell_hash(cell: Cell, suite: Suite, reference, prompts: list[Prompt]) -> str:
+    """Everything a cell's record depends on; a record with another hash is recomputed, never reused."""
     return stable_hash({"cell": cell.params(), "metrics": suite.metrics, "reference": reference.fingerprint(),
-                        "prompts": suite.prompts, "weights": suite.weights, "scoring": suite.scoring,
-                        "schema": SCHEMA})
+                        "prompts": [(p.id, p.text) for p in prompts], "weights": suite.weights,
+                        "scoring": suite.scoring, "schema": SCHEMA})
 
 
 def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: ScoreOptions, results_dir: Path,
               options: RunOptions) -> dict:
     cell_dir = results_dir / "cells" / cell.id
     record_path = results_dir / "records" / f"{cell.id}.json"
-    cell_hash = _cell_hash(cell, suite, reference, score_options)
+    cell_hash = _cell_hash(cell, suite, reference, prompts)
     if record_path.exists() and not options.force:
         try:
             record = read_record(record_path)

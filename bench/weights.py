@@ -136,17 +136,24 @@ def fetch(card: WeightsCard, cache_root: Path, progress: bool = True) -> Path:
     target = weights_dir(cache_root) / card.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
+    h = hashlib.sha256()  # hashed while downloading: no memo sidecar is left behind for the temp file
     try:
         with urllib.request.urlopen(card.url, timeout=60) as resp, open(tmp, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or card.size_bytes
-            with tqdm(total=total, unit="B", unit_scale=True, desc=card.filename, disable=not progress) as bar:
+            announced = int(resp.headers.get("Content-Length") or 0)
+            received = 0
+            with tqdm(total=announced or card.size_bytes, unit="B", unit_scale=True, desc=card.filename,
+                      disable=not progress) as bar:
                 for block in iter(lambda: resp.read(1 << 20), b""):
                     out.write(block)
+                    h.update(block)
+                    received += len(block)
                     bar.update(len(block))
+            if announced and received != announced:  # urllib does not raise on a connection cut short
+                raise ValueError(f"incomplete download: {received} of {announced} bytes")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(missing_message(card, cache_root, f"download failed: {exc}")) from exc
-    digest = sha256_file(tmp)
+    digest = h.hexdigest()
     try:
         _check_hash(card, target, digest)
     except CheckpointError:

@@ -86,7 +86,8 @@ def load_backbone(name: str, choice: WeightsChoice) -> Backbone:
 
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
-    key = (name, choice)
+    # Untrained weights depend only on the seed; pretrained ones on where they are resolved from.
+    key = (name, "untrained", choice.seed) if choice.mode == "untrained" else (name, choice)
     if key not in _LOADED:
         _LOADED[key] = BACKBONES[name](choice)
     return _LOADED[key]

@@ -1,0 +1,163 @@
+"""Scoring existing audio with FAD-VGGish: provenance, caching, bad input, and real weight loading."""
+import numpy as np
+import pytest
+import torch
+
+from bench import weights
+from bench.datasets import load_directory, synthetic_dataset
+from bench.errors import AudioError, CheckpointError
+from bench.scoring import ScoreOptions, score
+from metrics.backbones import vggish
+from metrics.backbones.base import WeightsChoice
+from tests.conftest import write_clips
+
+SR = 16000
+
+
+def _synthetic_clips(n=6, duration=1.5, seed=0, rate=SR):
+    ds = synthetic_dataset(n_clips=n, sample_rate=rate, duration_s=duration, seed=seed)
+    return {c.id: ds.load(c) for c in ds.clips}
+
+
+def _noise_clips(ids, duration=1.5, rate=SR, seed=1):
+    rng = np.random.default_rng(seed)
+    return {i: ((0.1 * rng.standard_normal((1, int(duration * rate)))).astype(np.float32), rate) for i in ids}
+
+
+@pytest.fixture
+def sets(tmp_path):
+    ref = _synthetic_clips()
+    return {"ref": load_directory(write_clips(tmp_path / "ref", ref)),
+            "noise": load_directory(write_clips(tmp_path / "noise", _noise_clips(ref))),
+            "tmp": tmp_path}
+
+
+def _options(cache_dir, **kw):
+    return ScoreOptions(weights=WeightsChoice(mode="untrained", seed=0, cache_root=cache_dir),
+                        cache_root=cache_dir, bootstrap=20, progress=False, **kw)
+
+
+def test_untrained_is_in_every_name_and_provenance(sets, cache_dir):
+    [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    assert res["key"] == "fad-vggish@audioldm[untrained]" and res["untrained"] is True
+    assert res["backbone"]["weights"] == "untrained" and res["backbone"]["seed"] == 0
+    assert res["protocol"]["id"] == "vggish@audioldm" and res["protocol"]["resampler"]["name"] == "sinc-hann"
+    assert res["generated"]["n_clips"] == 6 and res["generated"]["total_duration_s"] == pytest.approx(9.0)
+    assert res["reference"]["fingerprint"] == sets["ref"].fingerprint()
+    assert res["value"] > 0 and res["ci"]["low"] <= res["value"] <= res["ci"]["high"]
+
+
+def test_oracle_scores_zero_and_both_presets_run(sets, cache_dir):
+    results = score(["fad-vggish@audioldm", "fad-vggish@google"], sets["ref"], sets["ref"], _options(cache_dir))
+    assert [r["metric"] for r in results] == ["fad-vggish@audioldm", "fad-vggish@google"]
+    for r in results:
+        assert r["value"] == pytest.approx(0.0, abs=1e-6)
+    # 1.5 s clips: audioldm pads to 2 s -> 2 examples each; google: windows at 0 and 0.5 s -> 2 each.
+    assert results[0]["details"]["n_embeddings"]["generated"] == 12
+    assert results[1]["details"]["n_embeddings"]["generated"] == 12
+
+
+def test_rescoring_comes_from_the_cache(sets, cache_dir, monkeypatch):
+    first = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    from metrics.backbones import base
+
+    for backbone in base._LOADED.values():
+        monkeypatch.setattr(backbone, "embed", lambda x: pytest.fail("embedded again despite a warm cache"))
+    again = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    assert again == first
+
+
+def test_changed_file_is_not_served_stale(sets, cache_dir):
+    first = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    clip = sets["noise"].clips[0]
+    write_clips(sets["tmp"] / "noise", {clip.id: (np.zeros((1, 24000), np.float32) + 0.05, SR)})
+    changed = score(["fad-vggish@audioldm"], load_directory(sets["tmp"] / "noise"), sets["ref"],
+                    _options(cache_dir))
+    assert changed[0]["value"] != first[0]["value"]
+
+
+def test_silence_is_scored_and_flagged_short_clips_listed(tmp_path, cache_dir):
+    ref = load_directory(write_clips(tmp_path / "ref", _synthetic_clips()))
+    gen = {**_noise_clips(["a", "b", "c"]), "quiet": (np.zeros((1, 24000), np.float32), SR),
+           "short": (np.full((1, 8000), 0.1, np.float32), SR)}
+    gen_set = load_directory(write_clips(tmp_path / "gen", gen))
+    ldm, google = score(["fad-vggish@audioldm", "fad-vggish@google"], gen_set, ref, _options(cache_dir))
+    assert ldm["generated"]["silent_clips"] == {"count": 1, "ids": ["quiet"]}
+    assert ldm["generated"]["clips_without_embeddings"]["count"] == 0  # padded to 2 s
+    assert google["generated"]["clips_without_embeddings"] == {"count": 1, "ids": ["short"]}  # under 1 s
+
+
+def test_set_too_short_for_the_protocol_is_a_clear_error(tmp_path, cache_dir):
+    ref = load_directory(write_clips(tmp_path / "ref", _synthetic_clips()))
+    short = load_directory(write_clips(tmp_path / "short", _noise_clips(["a", "b"], duration=0.5)))
+    with pytest.raises(AudioError, match="generated set.*produced 0 embedding"):
+        score(["fad-vggish@google"], short, ref, _options(cache_dir))
+
+
+def test_nan_file_names_the_file(tmp_path, cache_dir):
+    import soundfile as sf
+
+    ref = load_directory(write_clips(tmp_path / "ref", _synthetic_clips()))
+    bad_dir = write_clips(tmp_path / "bad", _noise_clips(["ok1", "ok2"]))
+    data = np.full(16000, np.nan, np.float32)
+    sf.write(bad_dir / "broken.wav", data, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match="broken.wav"):
+        score(["fad-vggish@audioldm"], load_directory(bad_dir), ref, _options(cache_dir))
+
+
+def test_mixed_rates_and_channels_are_handled_by_the_protocol(tmp_path, cache_dir):
+    ref = load_directory(write_clips(tmp_path / "ref", _synthetic_clips()))
+    mixed = {"a": _synthetic_clips(1, rate=22050)["synthetic-0000"],
+             "b": (np.tile(_synthetic_clips(2, rate=44100)["synthetic-0001"][0], (2, 1)), 44100),
+             "c": _synthetic_clips(3)["synthetic-0002"]}
+    [res] = score(["fad-vggish@audioldm"], load_directory(write_clips(tmp_path / "mixed", mixed)), ref,
+                  _options(cache_dir))
+    assert np.isfinite(res["value"]) and res["generated"]["n_clips"] == 3
+
+
+@pytest.fixture(scope="module")
+def vggish_checkpoint(tmp_path_factory):
+    """A correctly keyed VGGish checkpoint (seeded weights), as torchvggish's file would be."""
+    path = tmp_path_factory.mktemp("ckpt") / "vggish-10086976.pth"
+    torch.save(vggish.build_vggish(seed=0).state_dict(), path)
+    return path
+
+
+def test_local_checkpoint_goes_through_the_real_loader(sets, cache_dir, vggish_checkpoint):
+    choice = WeightsChoice(mode="pretrained", local_files=(("vggish", str(vggish_checkpoint)),),
+                           cache_root=cache_dir)
+    opts = ScoreOptions(weights=choice, cache_root=cache_dir, bootstrap=0, progress=False)
+    [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)
+    assert res["key"] == "fad-vggish@audioldm" and not res["untrained"]
+    assert res["backbone"]["sha256"] == weights.sha256_file(vggish_checkpoint)
+    assert res["backbone"]["source"] == "local file"
+    [untrained] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    assert res["value"] == pytest.approx(untrained["value"], rel=1e-6)  # same weights, same number
+
+
+def test_checkpoint_from_the_cache_is_hash_checked(sets, cache_dir, vggish_checkpoint, monkeypatch):
+    import dataclasses
+    import shutil
+
+    digest = weights.sha256_file(vggish_checkpoint)
+    card = dataclasses.replace(weights.KNOWN_WEIGHTS["vggish"], sha256=digest, sha256_prefix=None)
+    monkeypatch.setitem(weights.KNOWN_WEIGHTS, "vggish", card)
+    opts = ScoreOptions(weights=WeightsChoice(cache_root=cache_dir), cache_root=cache_dir, bootstrap=0,
+                        progress=False)
+    with pytest.raises(CheckpointError, match=r"vggish-10086976.pth.*https://github.com.*weights"):
+        score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)  # offline, not cached yet
+    (cache_dir / "weights").mkdir(parents=True)
+    shutil.copy(vggish_checkpoint, cache_dir / "weights" / card.filename)
+    [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)
+    assert res["backbone"]["source"] == "cache" and res["backbone"]["sha256"] == digest
+
+
+def test_wrong_checkpoint_names_the_key(sets, cache_dir, tmp_path):
+    state = vggish.build_vggish(seed=1).state_dict()
+    state["embeddings.4.weight"] = torch.zeros(64, 4096)
+    bad = tmp_path / "bad.pth"
+    torch.save(state, bad)
+    opts = ScoreOptions(weights=WeightsChoice(local_files=(("vggish", str(bad)),), cache_root=cache_dir),
+                        cache_root=cache_dir, bootstrap=0, progress=False)
+    with pytest.raises(CheckpointError, match="embeddings.4.weight"):
+        score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)
