@@ -69,21 +69,14 @@ class ClipSet:
                          f"add one, or use this set for prompts only")
 
     def clip_hash(self, clip: ClipRef | str) -> str:
-        """sha256 of the file bytes; of rate + shape + float32 samples for synthetic clips; of the
-        caption and labels for clips without audio (prompt sets)."""
+        """sha256 of the decoded audio (rate + shape + float32 samples), so container metadata such as
+        libsndfile's timestamped PEAK chunk never changes a clip's identity; of the caption and labels
+        for clips without audio (prompt sets)."""
         clip = self._clip(clip)
         if clip.id not in self._hashes:
             h = hashlib.sha256()
-            if clip.path is not None:
-                try:
-                    with open(clip.path, "rb") as f:
-                        for block in iter(lambda: f.read(1 << 20), b""):
-                            h.update(block)
-                except OSError as e:
-                    raise AudioError(f"{clip.path}: cannot read audio file of clip {clip.id!r} "
-                                     f"({clip.origin}): {e}") from e
-            elif self._synthesize is not None:
-                wave, rate = self._synthesize(clip)
+            if clip.path is not None or self._synthesize is not None:
+                wave, rate = self.load(clip)
                 h.update(f"sample_rate={rate};shape={wave.shape[0]}x{wave.shape[1]};".encode())
                 h.update(np.ascontiguousarray(wave, dtype="<f4").tobytes())
             else:

@@ -64,6 +64,24 @@ class SetEmbeddings:
                 "clips_without_embeddings": {"count": len(empty), "ids": empty[:20]}}
 
 
+def embed_fixed_batches(backbone: Backbone, inputs: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """Embed every example in batches of exactly `batch_size` (the last one zero-padded).
+
+    CPU kernels pick different code paths for different batch shapes, which moves embeddings by ~1e-5;
+    with one fixed shape an example's embedding does not depend on its neighbours, so a resumed or
+    re-chunked run reproduces an uninterrupted one bit for bit.
+    """
+    nonempty = [x for x in inputs if len(x)]
+    if not nonempty:
+        return np.zeros((0, backbone.dim), np.float32)
+    stacked = np.concatenate(nonempty)
+    n = len(stacked)
+    padded = np.zeros((-(-n // batch_size) * batch_size, *stacked.shape[1:]), stacked.dtype)
+    padded[:n] = stacked
+    return np.concatenate([backbone.embed(padded[i:i + batch_size])
+                           for i in range(0, len(padded), batch_size)])[:n]
+
+
 def _embed_chunk(clipset, clips, protocol: EmbeddingProtocol, backbone: Backbone, pool, batch_size):
     def prepare(clip):
         wave, rate = clipset.load(clip)
@@ -73,19 +91,15 @@ def _embed_chunk(clipset, clips, protocol: EmbeddingProtocol, backbone: Backbone
     prepared = list(pool.map(prepare, clips))
     inputs = [p[0] for p in prepared]
     sizes = [len(x) for x in inputs]
-    if sum(sizes):
-        stacked = np.concatenate([x for x in inputs if len(x)])
-        flat = np.concatenate([backbone.embed(stacked[i:i + batch_size])
-                               for i in range(0, len(stacked), batch_size)])
-    else:
-        flat = np.zeros((0, backbone.dim), np.float32)
+    flat = embed_fixed_batches(backbone, inputs, batch_size)
     splits = np.split(flat, np.cumsum(sizes)[:-1])
     return [(emb, dur, silent) for emb, (_, dur, silent) in zip(splits, prepared)]
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,
               label: str = "") -> SetEmbeddings:
-    base_key = {"backbone": backbone.card_key, "protocol": protocol.id, "protocol_version": protocol.version}
+    base_key = {"backbone": backbone.card_key, "protocol": protocol.id, "protocol_version": protocol.version,
+                "batch_size": options.batch_size}
     set_cache = ArrayCache(options.root, "set-embeddings")
     clip_cache = ArrayCache(options.root, "embeddings")
     set_key = {**base_key, "set_fingerprint": clipset.fingerprint()}
@@ -162,6 +176,7 @@ def score(metric_ids: list[str], generated, reference, options: ScoreOptions) ->
             "device": backbone.device,
             "generated": gen.summary(),
             "reference": ref.summary(),
+            "batch_size": options.batch_size,
             "bootstrap": {"resamples": options.bootstrap, "seed": options.bootstrap_seed,
                           "level": options.ci_level},
             "versions": library_versions(),

@@ -162,12 +162,22 @@ def test_directory_errors(tmp_path):
         load_directory(tmp_path / "dup")
 
 
-def test_fingerprint_tracks_file_bytes(tmp_path):
+def test_fingerprint_tracks_audio_content_not_container_bytes(tmp_path):
     _wav(tmp_path / "set" / "a.wav", seed=1)
     _wav(tmp_path / "set" / "b.wav", seed=2)
     first = load_directory(tmp_path / "set")
     clip = first.by_id()["a"]
-    assert first.clip_hash(clip) == hashlib.sha256((tmp_path / "set" / "a.wav").read_bytes()).hexdigest()
+    wave, rate = first.load(clip)
+    expected = hashlib.sha256(f"sample_rate={rate};shape={wave.shape[0]}x{wave.shape[1]};".encode()
+                              + wave.astype("<f4").tobytes()).hexdigest()
+    assert first.clip_hash(clip) == expected
+    # The same audio in another container (16-bit WAV and FLAC) has the same identity.
+    import soundfile as sf
+    ints = (np.random.default_rng(4).uniform(-0.5, 0.5, 800) * 32767).astype(np.int16)
+    for folder, name in (("pcm", "a.wav"), ("flac", "a.flac")):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / name, ints, 16000, subtype="PCM_16")
+    assert (load_directory(tmp_path / "pcm").clip_hash("a") == load_directory(tmp_path / "flac").clip_hash("a"))
     assert load_directory(tmp_path / "set").fingerprint() == first.fingerprint()
     described = first.describe()
     assert described == {"name": "set", "kind": "directory", "source": str(tmp_path / "set"), "n_clips": 2,

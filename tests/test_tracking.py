@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -233,7 +235,9 @@ def mlflow_server(tmp_path):
            "--artifacts-destination", str(tmp_path / "server-artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        # Its own session: `mlflow server` starts uvicorn, a job runner and huey consumers, and stopping
+        # only the parent leaves those running for a while; the group is stopped as a whole.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -251,12 +255,31 @@ def mlflow_server(tmp_path):
             time.sleep(0.5)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop_server(proc)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the process group; False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    """Terminate the server (PID = its process group id), wait 10 s, then kill whatever is left."""
+    pgid = proc.pid  # start_new_session=True made the server the leader of its own group
+    _signal_group(pgid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _signal_group(pgid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _signal_group(pgid, 0) and time.monotonic() < deadline:  # helpers exit shortly after
+        time.sleep(0.2)
+    _signal_group(pgid, signal.SIGKILL)
 
 
 @pytest.mark.slow

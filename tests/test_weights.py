@@ -227,7 +227,7 @@ def test_offline_without_file_says_what_to_download_and_where(served_card, tmp_p
 
 
 def test_allow_download_false_overrides_online(served_card, tmp_path):
-    card, requests = served_card
+    _, requests = served_card
     with pytest.raises(CheckpointError):
         weights.resolve(TEST_NAME, tmp_path / "cache", allow_download=False, progress=False)
     assert requests == []
@@ -387,7 +387,7 @@ def test_cli_weights_verify(tmp_path, capsys):
 
 
 def test_cli_weights_fetch(served_card, tmp_path, capsys):
-    card, requests = served_card
+    _, requests = served_card
     cache = tmp_path / "cache"
     assert cli.main(["--cache-dir", str(cache), "weights", "fetch", TEST_NAME]) == 0
     out = capsys.readouterr().out
