@@ -57,8 +57,8 @@ def _notes(records: list[dict], metrics: list[dict]) -> list[str]:
              f"fingerprint {ref['fingerprint'][:12]})."]
     levels = {m["ci"]["level"] for m in metrics if m.get("ci")}
     if levels:
-        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in sorted(levels))} percentile bootstrap "
-                     "intervals over clips.")
+        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in sorted(levels))} bootstrap "
+                     "intervals over clips (bias-shifted percentile; see each record)."),
     for m in metrics:
         b = m["backbone"]
         weights = (f"**UNTRAINED** {b['backbone']} (seeded random weights, seed {b['seed']}): "
