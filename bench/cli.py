@@ -107,7 +107,7 @@ def cmd_weights(args) -> int:
             print(f"{'':<12} url {row['url']}\n{'':<12} sha256 {digest}; license {row['license']}")
         return 0
     if args.action == "fetch":
-        names = args.names or sorted(weights.KNOWN_WEIGHTS)
+        names = args.names or sorted(weights.all_cards())
         for name in names:
             resolved = weights.resolve(name, root, allow_download=True)
             print(f"{name}: {resolved.path} ({resolved.source}) sha256 {resolved.sha256}")
@@ -120,12 +120,11 @@ def cmd_weights(args) -> int:
 
 
 def cmd_list(args) -> int:
-    import generators.baselines  # noqa: F401
     from generators.base import GENERATORS
     from metrics.registry import all_metrics
 
     print("generators:")
-    for name, (_, summary) in sorted(GENERATORS.items()):
+    for name, (_, summary) in sorted(GENERATORS.load().items()):
         print(f"  {name:<22} {summary}")
     print("metrics (name@protocol):")
     for mid, m in sorted(all_metrics().items()):

@@ -180,10 +180,7 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     entries = raw["generators"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: `generators` must be a non-empty array of tables ([[generators]])")
-    from generators.base import GENERATORS, build_generator  # noqa: F401
-    from generators.base import unknown_name_message
-
-    import generators.baselines  # noqa: F401
+    from generators.base import GENERATORS
 
     cells: list[Cell] = []
     for i, entry in enumerate(entries):
@@ -192,8 +189,10 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
         if "name" not in entry:
             raise ConfigError(f"{_where(source, section)}: missing `name`")
         name = entry["name"]
-        if name not in GENERATORS:
-            raise ConfigError(f"{source}: {unknown_name_message('generator', name, GENERATORS)}")
+        try:
+            GENERATORS.lookup(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
         opt = {**generation, **entry}
         where = f"{source} generator {name!r}"
         for ckpt in _expand_checkpoints(entry.get("checkpoints"), base_dir, source, name):

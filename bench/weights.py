@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from bench.cache import atomic_write_json
 from bench.errors import CheckpointError
+from bench.registry import Registry
 
 OFFLINE_ENV = "BENCH_OFFLINE"
 
@@ -39,14 +40,19 @@ class WeightsCard:
         return asdict(self)
 
 
-KNOWN_WEIGHTS: dict[str, WeightsCard] = {}
+# name -> card. Plugin backbones register their cards when their module is imported.
+KNOWN_WEIGHTS = Registry("weights")
 
 
 def register_weights(card: WeightsCard) -> WeightsCard:
-    if card.name in KNOWN_WEIGHTS:
-        raise ValueError(f"weights {card.name!r} registered twice")
-    KNOWN_WEIGHTS[card.name] = card
-    return card
+    return KNOWN_WEIGHTS.add(card.name, card)
+
+
+def all_cards() -> Registry:
+    from metrics.backbones.base import BACKBONES
+
+    BACKBONES.load()  # imports plugin backbones, which register their checkpoints
+    return KNOWN_WEIGHTS
 
 
 register_weights(WeightsCard(
@@ -80,9 +86,7 @@ def weights_dir(cache_root: Path) -> Path:
 
 
 def get_card(name: str) -> WeightsCard:
-    if name not in KNOWN_WEIGHTS:
-        raise CheckpointError(f"unknown weights {name!r}; known: {', '.join(sorted(KNOWN_WEIGHTS))}")
-    return KNOWN_WEIGHTS[name]
+    return all_cards().lookup(name)
 
 
 def sha256_file(path: Path) -> str:
@@ -192,7 +196,7 @@ def resolve(name: str, cache_root: Path, local_path: str | Path | None = None,
 def status_rows(cache_root: Path) -> list[dict]:
     """One row per known checkpoint, for `bench weights list`."""
     rows = []
-    for card in sorted(KNOWN_WEIGHTS.values(), key=lambda c: c.name):
+    for card in sorted(all_cards().values(), key=lambda c: c.name):
         path = weights_dir(cache_root) / card.filename
         rows.append({**card.to_dict(), "cached": path.is_file(), "path": str(path)})
     return rows
@@ -201,7 +205,7 @@ def status_rows(cache_root: Path) -> list[dict]:
 def verify_cached(cache_root: Path) -> list[dict]:
     """Hash every cached checkpoint (fresh, ignoring memos) and compare with the published hash."""
     results = []
-    for card in sorted(KNOWN_WEIGHTS.values(), key=lambda c: c.name):
+    for card in sorted(all_cards().values(), key=lambda c: c.name):
         path = weights_dir(cache_root) / card.filename
         if not path.is_file():
             results.append({"name": card.name, "status": "missing", "path": str(path)})

@@ -6,7 +6,6 @@ on batch size, batch order or device.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from bench.errors import ConfigError
+from bench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -98,33 +98,22 @@ class GeneratorContext:
 
 
 GeneratorFactory = Callable[[str | None, GeneratorContext], Generator]
-GENERATORS: dict[str, tuple[GeneratorFactory, str]] = {}
+# name -> (factory, one-line summary); plugins: entry-point group "bench.generators".
+GENERATORS = Registry("generator", ("generators.baselines",), "bench.generators")
 
 
 def register_generator(name: str, summary: str):
     """Decorator registering a factory `(checkpoint, context) -> Generator` under `name`."""
 
     def wrap(factory: GeneratorFactory) -> GeneratorFactory:
-        if name in GENERATORS:
-            raise ValueError(f"generator {name!r} registered twice")
-        GENERATORS[name] = (factory, summary)
+        GENERATORS.add(name, (factory, summary))
         return factory
 
     return wrap
 
 
-def unknown_name_message(kind: str, name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} Known: {', '.join(sorted(known))}"
-
-
 def build_generator(name: str, checkpoint: str | None, context: GeneratorContext) -> Generator:
-    import generators.baselines  # noqa: F401  (registers the built-in generators)
-
-    if name not in GENERATORS:
-        raise ConfigError(unknown_name_message("generator", name, GENERATORS))
-    return GENERATORS[name][0](checkpoint, context)
+    return GENERATORS.lookup(name)[0](checkpoint, context)
 
 
 def at_requested_rate(waveform: np.ndarray, native_rate: int, request: GenerationRequest,

@@ -58,7 +58,7 @@ def _notes(records: list[dict], metrics: list[dict]) -> list[str]:
     levels = {m["ci"]["level"] for m in metrics if m.get("ci")}
     if levels:
         notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in sorted(levels))} bootstrap "
-                     "intervals over clips (bias-shifted percentile; see each record)."),
+                     "intervals over clips (bias-shifted percentile; see each record).")
     for m in metrics:
         b = m["backbone"]
         weights = (f"**UNTRAINED** {b['backbone']} (seeded random weights, seed {b['seed']}): "

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bench.errors import ConfigError
-from generators.base import unknown_name_message
+from bench.registry import Registry
 from metrics.protocols import EmbeddingProtocol
 
 
@@ -29,34 +29,23 @@ class MetricDef:
                 "lineage": self.lineage}
 
 
-METRICS: dict[str, MetricDef] = {}
+# id -> MetricDef; plugins: entry-point group "bench.metrics".
+METRICS = Registry("metric", ("metrics.fad",), "bench.metrics")
 
 
 def register_metric(metric: MetricDef) -> MetricDef:
-    if metric.id in METRICS:
-        raise ValueError(f"metric {metric.id!r} registered twice")
-    METRICS[metric.id] = metric
-    return metric
-
-
-def _load_builtin() -> None:
-    import metrics.fad  # noqa: F401  (registers the FAD presets)
+    return METRICS.add(metric.id, metric)
 
 
 def all_metrics() -> dict[str, MetricDef]:
-    _load_builtin()
-    return METRICS
+    return METRICS.load()
 
 
 def get_metric(metric_id: str) -> MetricDef:
-    known = all_metrics()
-    if metric_id not in known:
-        if "@" not in metric_id:
-            presets = sorted(m for m in known if m.startswith(metric_id + "@"))
-            if presets:
-                raise ConfigError(f"metric {metric_id!r} needs a protocol preset: one of {', '.join(presets)}")
-        raise ConfigError(unknown_name_message("metric", metric_id, known))
-    return known[metric_id]
+    presets = sorted(m for m in all_metrics() if m.startswith(metric_id + "@"))
+    if "@" not in metric_id and presets:
+        raise ConfigError(f"metric {metric_id!r} needs a protocol preset: one of {', '.join(presets)}")
+    return METRICS.lookup(metric_id)
 
 
 def metric_key(metric_id: str, untrained: bool) -> str:

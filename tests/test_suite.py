@@ -41,22 +41,14 @@ def test_unknown_generator_key_names_section(tmp_path):
         load_suite(path)
 
 
-def test_unknown_metric_suggests_closest(tmp_path):
-    path = _write(tmp_path, BASE.replace("fad-vggish@audioldm", "fad-vggish@audiold"))
-    with pytest.raises(ConfigError, match="did you mean 'fad-vggish@audioldm'"):
-        load_suite(path)
-
-
-def test_metric_without_preset_lists_presets(tmp_path):
-    path = _write(tmp_path, BASE.replace("fad-vggish@audioldm", "fad-vggish"))
-    with pytest.raises(ConfigError, match="fad-vggish@audioldm, fad-vggish@google"):
-        load_suite(path)
-
-
-def test_unknown_generator_suggests(tmp_path):
-    path = _write(tmp_path, BASE.replace('name = "noise"', 'name = "silense"'))
-    with pytest.raises(ConfigError, match="did you mean 'silence'"):
-        load_suite(path)
+@pytest.mark.parametrize("old, new, message", [
+    ("fad-vggish@audioldm", "fad-vggish@audiold", "did you mean 'fad-vggish@audioldm'"),
+    ("fad-vggish@audioldm", "fad-vggish", "fad-vggish@audioldm, fad-vggish@google"),
+    ('name = "noise"', 'name = "silense"', "did you mean 'silence'"),
+])
+def test_unknown_names_suggest_the_closest(tmp_path, old, new, message):
+    with pytest.raises(ConfigError, match=message):
+        load_suite(_write(tmp_path, BASE.replace(old, new)))
 
 
 def test_invalid_toml_names_file(tmp_path):

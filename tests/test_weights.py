@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import cli, weights
-from bench.errors import CheckpointError
+from bench.errors import CheckpointError, ConfigError
 from bench.weights import WeightsCard
 
 PAYLOAD = b"not really a checkpoint\n" * 4096  # ~100 kB, several reads for the downloader
@@ -244,8 +244,8 @@ def test_server_down_says_what_to_download_and_where(tmp_path, monkeypatch):
 
 
 def test_unknown_weights_name_lists_known(tmp_path):
-    with pytest.raises(CheckpointError, match="vggish"):
-        weights.resolve("no-such-weights", tmp_path)
+    with pytest.raises(ConfigError, match="unknown weights 'vgish'; did you mean 'vggish'"):
+        weights.resolve("vgish", tmp_path)
 
 
 # ------------------------------------------------------------------------------ local files

@@ -14,6 +14,7 @@ import numpy as np
 
 from bench.cache import default_cache_root, stable_hash
 from bench.errors import ConfigError
+from bench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -66,30 +67,19 @@ class Backbone:
 
 
 BackboneBuilder = Callable[[WeightsChoice], Backbone]
-BACKBONES: dict[str, BackboneBuilder] = {}
+# name -> builder; plugins: entry-point group "bench.backbones".
+BACKBONES = Registry("backbone", ("metrics.backbones.vggish_backbone",), "bench.backbones")
+register_backbone = BACKBONES.register
 _LOADED: dict[tuple, Backbone] = {}
-
-
-def register_backbone(name: str):
-    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        BACKBONES[name] = builder
-        return builder
-
-    return wrap
 
 
 def load_backbone(name: str, choice: WeightsChoice) -> Backbone:
     """Build (once per process and weights choice) the backbone `name`."""
-    import metrics.backbones.vggish_backbone  # noqa: F401  (registers the built-in backbones)
-
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+    builder = BACKBONES.lookup(name)
     # Untrained weights depend only on the seed; pretrained ones on where they are resolved from.
     key = (name, "untrained", choice.seed) if choice.mode == "untrained" else (name, choice)
     if key not in _LOADED:
-        _LOADED[key] = BACKBONES[name](choice)
+        _LOADED[key] = builder(choice)
     return _LOADED[key]
 
 
