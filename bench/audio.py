@@ -110,7 +110,3 @@ def pad_to_min_length(waveform: np.ndarray, n: int) -> np.ndarray:
         return waveform
     return np.pad(waveform, [(0, 0)] * (waveform.ndim - 1) + [(0, missing)])
 
-
-def crop_or_pad(waveform: np.ndarray, n: int) -> np.ndarray:
-    """Exactly n frames: crop the end or zero-pad it."""
-    return pad_to_min_length(waveform, n)[..., :n]

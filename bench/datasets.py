@@ -1,7 +1,7 @@
 """Reference and prompt sets: manifests (JSONL/CSV), folders of audio, and the built-in synthetic set.
 
 A ClipSet is a list of ClipRefs plus how to load each clip's audio. Its fingerprint hashes the clips'
-content (file bytes, or the rendered samples of synthetic clips), so a result can name exactly which
+content (decoded samples, whatever the container), so a result can name exactly which
 reference audio it was computed on.
 """
 from __future__ import annotations
@@ -34,9 +34,6 @@ class ClipRef:
     path: Path | None = None
     origin: str = ""                 # where the clip was declared: "refs.jsonl row 3" or a file path
     extra: tuple = ()                # (key, value) pairs of manifest columns we do not interpret
-
-    def extra_dict(self) -> dict:
-        return dict(self.extra)
 
 
 class ClipSet:

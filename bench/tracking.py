@@ -7,6 +7,7 @@ the exact ids travel as tags and inside record.json.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -65,6 +66,8 @@ def _tags(record: dict) -> dict[str, str]:
 
 def log_record(record: dict, tracking_uri: str, experiment: str, artifact_dir: Path | None = None) -> str:
     """Create one MLflow run for a cell's record; return its run id."""
+    # MLflow announces its database migrations at INFO level on every new store: noise for our users.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient

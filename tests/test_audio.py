@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.audio import (SILENCE_PEAK, check_waveform, crop_or_pad, is_silent, pad_to_min_length, peak,
+from bench.audio import (SILENCE_PEAK, check_waveform, is_silent, pad_to_min_length, peak,
                          read_audio, to_mono, write_audio)
 from bench.errors import AudioError
 
@@ -119,11 +119,8 @@ def test_to_mono_policies():
         to_mono(wave, "left")
 
 
-def test_pad_and_crop():
+def test_pad_to_min_length():
     wave = _noise(frames=10)
     padded = pad_to_min_length(wave, 15)
     assert padded.shape == (2, 15) and np.array_equal(padded[:, :10], wave) and not padded[:, 10:].any()
     assert pad_to_min_length(wave, 5) is wave
-    assert np.array_equal(crop_or_pad(wave, 4), wave[:, :4])
-    assert crop_or_pad(wave, 12).shape == (2, 12)
-    assert crop_or_pad(wave, 10).shape == (2, 10)

@@ -44,7 +44,7 @@ def test_jsonl_manifest_happy_path(audio_dir):
     assert a == ClipRef("a", "a dog barks", ("dog", "bark"), audio_dir / "audio" / "a.wav",
                         f"{manifest} row 1", (("split", "test"),))
     assert b.caption is None and b.labels == () and b.origin == f"{manifest} row 3"
-    assert b.extra_dict() == {"meta": (("x", (1, 2)),)}
+    assert dict(b.extra) == {"meta": (("x", (1, 2)),)}
     hash(b)  # nested JSON values are frozen, so ClipRefs stay hashable
     wave, rate = clips.load(a)
     assert rate == 16000 and wave.shape == (1, 800)
