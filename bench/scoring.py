@@ -1,11 +1,12 @@
-"""Score sets of audio with registered metrics: decode -> prepare -> embed (cached) -> metric kernel.
+"""Score sets of audio with registered metrics: decode -> prepare -> backbone outputs (cached) -> kernel.
 
-Embeddings are cached per clip (clip content hash + backbone card + protocol id/version) and per set
-(set fingerprint + the same), so an unchanged reference set is embedded once and reused. Work is done
-in chunks: a killed run loses at most the chunk in flight.
+Backbone outputs (embeddings, logits, ...) are cached per clip (decoded-audio hash + backbone card +
+protocol id/version + batch size) and per set (set fingerprint + the same), so an unchanged reference
+set is processed once and reused. Work is done in chunks: a killed run loses at most the chunk in flight.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from tqdm import tqdm
 
 from bench.audio import check_waveform, is_silent
 from bench.cache import ArrayCache, default_cache_root
-from bench.errors import AudioError, BenchError
+from bench.errors import AudioError, BenchError, ConfigError
 from bench.versions import library_versions
 from metrics.backbones.base import Backbone, WeightsChoice, load_backbone
 from metrics.protocols import EmbeddingProtocol
-from metrics.registry import get_metric, metric_key
+from metrics.registry import MetricDef, get_metric, metric_key
+
+PAIRING_POLICIES = ("strict", "audioldm-99")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,14 @@ class ScoreOptions:
     bootstrap: int = 200  # resamples for confidence intervals; 0 disables them
     bootstrap_seed: int = 0
     ci_level: float = 0.95
+    pairing: str = "strict"  # paired metrics: "strict" (every id paired) or "audioldm-99" (opt-in)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.pairing not in PAIRING_POLICIES:
+            raise ConfigError(f"pairing must be one of {', '.join(PAIRING_POLICIES)}, got {self.pairing!r}")
 
     @property
     def root(self) -> Path:
@@ -42,74 +52,89 @@ class ScoreOptions:
 
 @dataclass
 class SetEmbeddings:
-    """Per-clip embeddings of one clip set under one (backbone, protocol)."""
+    """Per-clip backbone outputs of one clip set under one (backbone, protocol)."""
 
     set_info: dict
     clip_ids: list[str]
-    per_clip: list[np.ndarray]  # [k_i, dim] float32; k_i may be 0 (clip too short for the protocol)
+    captions: list[str | None]
+    outputs: dict[str, list[np.ndarray]]  # output name -> per clip [k_i, dim]; k_i may be 0 (too short)
     durations_s: list[float]
     silent: list[bool]
+    text: np.ndarray | None = None  # caption embeddings [n_clips, dim], for text-audio metrics
 
-    def nonempty(self) -> list[np.ndarray]:
-        return [e for e in self.per_clip if len(e)]
+    def per_clip(self, output: str = "embedding") -> list[np.ndarray]:
+        return self.outputs[output]
+
+    def nonempty(self, output: str = "embedding") -> list[np.ndarray]:
+        return [e for e in self.outputs[output] if len(e)]
 
     def summary(self) -> dict:
-        empty = [i for i, e in zip(self.clip_ids, self.per_clip) if not len(e)]
+        first = next(iter(self.outputs.values()))
+        empty = [i for i, e in zip(self.clip_ids, first) if not len(e)]
         silent = [i for i, s in zip(self.clip_ids, self.silent) if s]
         return {**self.set_info, "n_clips": len(self.clip_ids),
-                "n_embeddings": int(sum(len(e) for e in self.per_clip)),
+                "n_embeddings": int(sum(len(e) for e in first)),
                 "total_duration_s": round(float(sum(self.durations_s)), 6),
                 # Policy: silent clips are scored like any other, and flagged here.
                 "silent_clips": {"count": len(silent), "ids": silent[:20]},
                 "clips_without_embeddings": {"count": len(empty), "ids": empty[:20]}}
 
 
-def embed_fixed_batches(backbone: Backbone, inputs: list[np.ndarray], batch_size: int) -> np.ndarray:
-    """Embed every example in batches of exactly `batch_size` (the last one zero-padded).
+def embed_examples(backbone: Backbone, inputs: list[np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Run every example through the backbone; return each output stacked in input order.
 
-    CPU kernels pick different code paths for different batch shapes, which moves embeddings by ~1e-5;
-    with one fixed shape an example's embedding does not depend on its neighbours, so a resumed or
-    re-chunked run reproduces an uninterrupted one bit for bit.
+    Examples are grouped by shape and run in batches of exactly `batch_size` (the last one
+    zero-padded): CPU kernels pick different code paths for different batch shapes, which moves outputs
+    by ~1e-5, and with one fixed shape an example's output does not depend on its neighbours, so a
+    resumed or re-chunked run reproduces an uninterrupted one bit for bit.
     """
-    nonempty = [x for x in inputs if len(x)]
-    if not nonempty:
-        return np.zeros((0, backbone.dim), np.float32)
-    stacked = np.concatenate(nonempty)
-    n = len(stacked)
-    padded = np.zeros((-(-n // batch_size) * batch_size, *stacked.shape[1:]), stacked.dtype)
-    padded[:n] = stacked
-    return np.concatenate([backbone.embed(padded[i:i + batch_size])
-                           for i in range(0, len(padded), batch_size)])[:n]
+    examples = [x for clip in inputs for x in clip]
+    out = {name: np.zeros((len(examples), dim), np.float32) for name, dim in backbone.outputs.items()}
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(examples):
+        groups.setdefault((x.shape, x.dtype.str), []).append(i)
+    for indices in groups.values():
+        for start in range(0, len(indices), batch_size):
+            batch_idx = indices[start:start + batch_size]
+            first = examples[batch_idx[0]]
+            batch = np.zeros((batch_size, *first.shape), first.dtype)
+            batch[:len(batch_idx)] = [examples[i] for i in batch_idx]
+            for name, values in backbone.embed(batch).items():
+                out[name][batch_idx] = values[:len(batch_idx)]
+    return out
 
 
-def _embed_chunk(clipset, clips, protocol: EmbeddingProtocol, backbone: Backbone, pool, batch_size):
+def _process_chunk(clipset, clips, protocol: EmbeddingProtocol, backbone: Backbone, pool, batch_size):
     def prepare(clip):
         wave, rate = clipset.load(clip)
         check_waveform(wave, clip.origin)
         return protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
 
     prepared = list(pool.map(prepare, clips))
-    inputs = [p[0] for p in prepared]
-    sizes = [len(x) for x in inputs]
-    flat = embed_fixed_batches(backbone, inputs, batch_size)
-    splits = np.split(flat, np.cumsum(sizes)[:-1])
-    return [(emb, dur, silent) for emb, (_, dur, silent) in zip(splits, prepared)]
+    flat = embed_examples(backbone, [p[0] for p in prepared], batch_size)
+    bounds = np.cumsum([len(p[0]) for p in prepared])[:-1]
+    per_output = {name: np.split(values, bounds) for name, values in flat.items()}
+    return [({name: parts[i] for name, parts in per_output.items()}, dur, silent)
+            for i, (_, dur, silent) in enumerate(prepared)]
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,
               label: str = "") -> SetEmbeddings:
     base_key = {"backbone": backbone.card_key, "protocol": protocol.id, "protocol_version": protocol.version,
                 "batch_size": options.batch_size}
+    names = list(backbone.outputs)
+    ids = [c.id for c in clipset.clips]
+    captions = [c.caption for c in clipset.clips]
     set_cache = ArrayCache(options.root, "set-embeddings")
-    clip_cache = ArrayCache(options.root, "embeddings")
     set_key = {**base_key, "set_fingerprint": clipset.fingerprint()}
     hit = set_cache.get(set_key)
     if hit is not None:
-        offsets = np.cumsum(hit["counts"])[:-1]
-        return SetEmbeddings(clipset.describe(), json.loads(bytes(hit["ids"]).decode()),
-                             np.split(hit["embeddings"], offsets), hit["durations"].tolist(),
-                             hit["silent"].tolist())
+        bounds = np.cumsum(hit["counts"])[:-1]
+        return SetEmbeddings(clipset.describe(), ids, captions,
+                             {n: np.split(hit[f"out.{n}"], bounds) for n in names},
+                             hit["durations"].tolist(), hit["silent"].tolist())
 
+    clip_cache = ArrayCache(options.root, "embeddings")
     results: dict[str, tuple] = {}
     todo = []
     for clip in clipset.clips:
@@ -117,65 +142,135 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
         if entry is None:
             todo.append(clip)
         else:
-            results[clip.id] = (entry["embedding"], float(entry["duration"]), bool(entry["silent"]))
+            results[clip.id] = ({n: entry[f"out.{n}"] for n in names}, float(entry["duration"]),
+                                bool(entry["silent"]))
     bar = tqdm(total=len(clipset), initial=len(results), unit="clip", disable=not options.progress,
                desc=f"{protocol.id} {label}".strip())
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         for start in range(0, len(todo), options.chunk_clips):
             chunk = todo[start:start + options.chunk_clips]
-            for clip, (emb, dur, silent) in zip(chunk, _embed_chunk(clipset, chunk, protocol, backbone,
-                                                                    pool, options.batch_size)):
+            for clip, (outs, dur, silent) in zip(chunk, _process_chunk(clipset, chunk, protocol, backbone,
+                                                                       pool, options.batch_size)):
                 clip_cache.put({**base_key, "clip_hash": clipset.clip_hash(clip)},
-                               {"embedding": emb, "duration": np.float64(dur), "silent": np.bool_(silent)})
-                results[clip.id] = (emb, dur, silent)
+                               {**{f"out.{n}": v for n, v in outs.items()}, "duration": np.float64(dur),
+                                "silent": np.bool_(silent)})
+                results[clip.id] = (outs, dur, silent)
             bar.update(len(chunk))
     bar.close()
 
-    ids = [c.id for c in clipset.clips]
-    per_clip = [results[i][0] for i in ids]
-    out = SetEmbeddings(clipset.describe(), ids, per_clip, [results[i][1] for i in ids],
+    outputs = {n: [results[i][0][n] for i in ids] for n in names}
+    out = SetEmbeddings(clipset.describe(), ids, captions, outputs, [results[i][1] for i in ids],
                         [results[i][2] for i in ids])
-    set_cache.put(set_key, {"ids": np.frombuffer(json.dumps(ids).encode(), np.uint8),
-                            "counts": np.array([len(e) for e in per_clip], np.int64),
-                            "embeddings": np.concatenate(per_clip) if per_clip else np.zeros((0, backbone.dim)),
+    set_cache.put(set_key, {**{f"out.{n}": np.concatenate(v) for n, v in outputs.items()},
+                            "counts": np.array([len(e) for e in outputs[names[0]]], np.int64),
                             "durations": np.array(out.durations_s), "silent": np.array(out.silent)})
     return out
 
 
-def _require_embeddings(emb: SetEmbeddings, role: str, protocol: EmbeddingProtocol) -> None:
-    n = sum(len(e) for e in emb.per_clip)
-    if n < 2:
+def embed_captions(emb: SetEmbeddings, protocol: EmbeddingProtocol, backbone: Backbone,
+                   options: ScoreOptions) -> np.ndarray:
+    """Text embeddings of every clip's caption (text-audio metrics), cached per caption text."""
+    if backbone.embed_text is None:
+        raise ConfigError(f"backbone {backbone.id!r} has no text encoder")
+    missing = [i for i, c in zip(emb.clip_ids, emb.captions) if not c]
+    if missing:
+        raise ConfigError(f"{emb.set_info.get('source')}: {len(missing)} clip(s) have no caption (first: "
+                          f"{missing[0]!r}); text-audio metrics need the prompt of every clip in the manifest")
+    cache = ArrayCache(options.root, "text-embeddings")
+    base = {"backbone": backbone.card_key, "protocol": protocol.id, "protocol_version": protocol.version,
+            "batch_size": options.batch_size}
+    keys = [{**base, "text_sha256": hashlib.sha256(c.encode()).hexdigest()} for c in emb.captions]
+    found = [cache.get(k) for k in keys]
+    todo = sorted({c for c, f in zip(emb.captions, found) if f is None})
+    computed = {}
+    for start in range(0, len(todo), options.batch_size):
+        texts = todo[start:start + options.batch_size]
+        # Fixed batch shape, as for audio: pad with empty strings.
+        values = backbone.embed_text(texts + [""] * (options.batch_size - len(texts)))[:len(texts)]
+        computed.update(zip(texts, values))
+    rows = []
+    for key, caption, hit in zip(keys, emb.captions, found):
+        if hit is None:
+            cache.put(key, {"embedding": computed[caption]})
+            rows.append(computed[caption])
+        else:
+            rows.append(hit["embedding"])
+    return np.stack(rows)
+
+
+def pair_by_id(generated: SetEmbeddings, reference: SetEmbeddings, policy: str) -> tuple[list[tuple[int, int]], dict]:
+    """(generated index, reference index) pairs; a generated id "x#k" (k-th sample) pairs with "x".
+
+    "strict": every generated and every reference id must be paired, else an error lists the missing
+    ids. "audioldm-99" (opt-in, audioldm_eval's rule): pair what matches if more than 99% of reference
+    ids do; the unpaired ids are recorded.
+    """
+    ref_index = {cid: j for j, cid in enumerate(reference.clip_ids)}
+    base = [cid.split("#")[0] for cid in generated.clip_ids]
+    pairs = [(i, ref_index[b]) for i, b in enumerate(base) if b in ref_index]
+    gen_unpaired = sorted({b for b in base if b not in ref_index})
+    ref_unpaired = sorted(set(ref_index) - set(base))
+    info = {"policy": policy, "pairs": len(pairs), "generated_unpaired": gen_unpaired[:20],
+            "reference_unpaired": ref_unpaired[:20]}
+    matched = 1 - len(ref_unpaired) / max(len(ref_index), 1)
+    ok = not gen_unpaired and not ref_unpaired if policy == "strict" else matched > 0.99 and pairs
+    if not ok:
+        raise BenchError(
+            f"paired metric: ids do not pair up ({policy}): {len(gen_unpaired)} generated id(s) without a "
+            f"reference (first: {gen_unpaired[:10]}), {len(ref_unpaired)} reference id(s) without a "
+            f"generated clip (first: {ref_unpaired[:10]}). Paired metrics match clips by id; "
+            + ("use --pairing audioldm-99 to accept >99% matches." if policy == "strict" else
+               f"only {matched:.1%} of reference ids matched."))
+    return pairs, info
+
+
+def _require_outputs(emb: SetEmbeddings, role: str, metric: MetricDef) -> None:
+    n = sum(len(e) for e in emb.per_clip(metric.output))
+    if n < metric.min_items:
         raise AudioError(
-            f"{role} set {emb.set_info.get('source')}: {protocol.id} produced {n} embedding(s) from "
-            f"{len(emb.clip_ids)} clip(s); a Gaussian fit needs at least 2. Clips shorter than the "
-            f"protocol's window yield none: {protocol.steps}")
+            f"{role} set {emb.set_info.get('source')}: {metric.protocol.id} produced {n} output(s) from "
+            f"{len(emb.clip_ids)} clip(s); {metric.id} needs at least {metric.min_items}. Clips shorter "
+            f"than the protocol's window yield none: {metric.protocol.steps}")
 
 
 def score(metric_ids: list[str], generated, reference, options: ScoreOptions) -> list[dict]:
-    """One result dict per metric, each saying exactly how it was computed."""
-    metrics = [get_metric(m) for m in metric_ids]  # fail on a bad name before any work
+    """One result dict per metric, each saying exactly how it was computed. `reference` may be None
+    when every metric is reference-free (IS, CLAP score)."""
     if len(set(metric_ids)) != len(metric_ids):
         raise BenchError(f"metric listed twice: {metric_ids}")
+    metrics = [get_metric(m) for m in metric_ids]  # fail on a bad name before any work
+    needs_ref = [m.id for m in metrics if m.needs_reference]
+    if needs_ref and reference is None:
+        raise ConfigError(f"{', '.join(needs_ref)} compare against a reference set: give --reference")
     results = []
     for metric in metrics:
         backbone = load_backbone(metric.protocol.backbone, options.weights)
         gen = embed_set(generated, metric.protocol, backbone, options, "generated")
-        ref = embed_set(reference, metric.protocol, backbone, options, "reference")
-        _require_embeddings(gen, "generated", metric.protocol)
-        _require_embeddings(ref, "reference", metric.protocol)
-        computed = metric.compute(gen, ref, options)
+        _require_outputs(gen, "generated", metric)
+        ref = None
+        if metric.needs_reference:
+            ref = embed_set(reference, metric.protocol, backbone, options, "reference")
+            _require_outputs(ref, "reference", metric)
+        if metric.kind == "text-audio":
+            gen.text = embed_captions(gen, metric.protocol, backbone, options)
+        try:
+            computed = metric.compute(gen, ref, options)
+        except ArithmeticError as exc:
+            raise BenchError(f"{metric.id} on {generated.source} vs "
+                             f"{reference.source if ref is not None else '-'}: {exc}") from exc
         results.append({
             "key": metric_key(metric.id, backbone.untrained),
             **metric.describe(),
             "untrained": backbone.untrained,
             "value": computed["value"],
-            "ci": computed["ci"],
-            "details": computed["details"],
+            "ci": computed.get("ci"),
+            "details": computed.get("details", {}),
+            "per_clip": computed.get("per_clip"),
             "protocol": metric.protocol.info(),
             "backbone": backbone.provenance,
             "device": backbone.device,
             "generated": gen.summary(),
-            "reference": ref.summary(),
+            "reference": ref.summary() if ref is not None else None,
             "batch_size": options.batch_size,
             "bootstrap": {"resamples": options.bootstrap, "seed": options.bootstrap_seed,
                           "level": options.ci_level},

@@ -12,7 +12,7 @@ def frechet_metric(generated, reference, options) -> dict:
     gen, ref = StackedClips(generated.nonempty()), StackedClips(reference.nonempty())
     value = frechet_from_stats(gen.stats(), ref.stats())
     result = {"value": value, "ci": None,
-              "details": {"n_embeddings": {"generated": len(gen.rows), "reference": len(ref.rows)}}}
+              "details": {}}
     if options.bootstrap > 0:
         interval = bootstrap_interval(
             lambda counts: frechet_from_stats(gen.stats(counts[0]), ref.stats(counts[1])),

@@ -75,7 +75,10 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
     if vals.min(initial=0.0) < -_ROUNDOFF * scale * len(vals):
         raise ArithmeticError(f"covariance product has a clearly negative eigenvalue ({vals.min():.3g}); "
                               "the covariances are not positive semi-definite")
-    return float(np.sqrt(np.clip(vals, 0.0, None)).sum())
+    # Eigenvalues below float64 resolution are zeros: sqrt would turn their ~1e-12 round-off into ~1e-6
+    # each, which over a rank-deficient covariance (fewer vectors than dimensions) adds up visibly.
+    vals[vals < len(vals) * np.finfo(np.float64).eps * scale] = 0.0
+    return float(np.sqrt(vals).sum())
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:

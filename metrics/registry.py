@@ -9,6 +9,9 @@ from bench.registry import Registry
 from metrics.protocols import EmbeddingProtocol
 
 
+METRIC_KINDS = ("set", "paired", "generated", "text-audio")
+
+
 @dataclass(frozen=True)
 class MetricDef:
     name: str  # e.g. "fad-vggish"
@@ -18,15 +21,38 @@ class MetricDef:
     protocol: EmbeddingProtocol
     summary: str  # one line for `bench list`
     lineage: str  # which papers / toolkits this preset reproduces
-    compute: Callable  # (generated: SetEmbeddings, reference: SetEmbeddings, options) -> dict
+    compute: Callable  # (generated: SetEmbeddings, reference: SetEmbeddings | None, options) -> dict
+    # "set": generated vs reference distributions; "paired": clip-by-clip by id; "generated": no
+    # reference (IS); "text-audio": generated audio vs its captions (CLAP score).
+    kind: str = "set"
+    output: str = "embedding"  # which backbone output the kernel reads
+    min_items: int = 2  # fewest outputs per set the kernel can use
+    # Leaderboard display: every value (and CI bound) of the metric's column gets `precision` decimals.
+    unit: str = ""
+    precision: int = 3
+    # Sanity checks (bench sanity): (perturbation, "degrade" | "invariant" | "any") pairs overriding the
+    # perturbation's default expectation; "degrade" means rise if lower is better, fall if higher.
+    expected_sensitivity: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in METRIC_KINDS:
+            raise ValueError(f"metric kind must be one of {METRIC_KINDS}, got {self.kind!r}")
+        for perturbation, expect in self.expected_sensitivity:
+            if expect not in ("degrade", "invariant", "any"):
+                raise ValueError(f"{self.id}: expected_sensitivity[{perturbation!r}] must be 'degrade', "
+                                 f"'invariant' or 'any', got {expect!r}")
 
     @property
     def id(self) -> str:
         return f"{self.name}@{self.preset}"
 
+    @property
+    def needs_reference(self) -> bool:
+        return self.kind in ("set", "paired")
+
     def describe(self) -> dict:
         return {"metric": self.id, "metric_version": self.version, "direction": self.direction,
-                "lineage": self.lineage}
+                "kind": self.kind, "lineage": self.lineage}
 
 
 # id -> MetricDef; plugins: entry-point group "bench.metrics".

@@ -115,3 +115,11 @@ def test_stacked_clips_counts_equal_explicit_repetition():
     assert weighted.n == explicit.n
     np.testing.assert_allclose(weighted.outer, explicit.outer, rtol=1e-12)
     np.testing.assert_allclose(StackedClips(clips).stats().total, np.concatenate(clips).sum(0), rtol=1e-12)
+
+
+def test_rank_deficient_self_distance_is_exactly_zero_not_negative():
+    # 12 vectors in 128 dimensions with large embeddings: the null space's round-off used to add up
+    # to a -1e-4 distance of a set to itself.
+    x = np.random.default_rng(5).standard_normal((12, 128)) * 8 + 3
+    stats = GaussianStats(128).update(x)
+    assert frechet_from_stats(stats, stats) == pytest.approx(0.0, abs=1e-8)

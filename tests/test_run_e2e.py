@@ -130,7 +130,7 @@ def test_failing_cell_keeps_other_records_and_exits_2(tmp_path, cache_dir, capsy
     suite = suite.replace("duration_s = 1.5\n[[generators]]", "duration_s = 0.6\n[[generators]]", 1)
     suite = suite.replace('check = "fad-vggish@audioldm <= 0.001"', 'check = "fad-vggish@google <= 0.001"')
     assert _run(tmp_path, tmp_path / "out", suite, ("--no-tracking",)) == 2
-    assert "produced 0 embedding" in capsys.readouterr().err
+    assert "produced 0 output" in capsys.readouterr().err
 
 
 def test_unknown_key_is_a_clean_error(tmp_path, capsys):

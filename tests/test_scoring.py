@@ -53,8 +53,8 @@ def test_oracle_scores_zero_and_both_presets_run(sets, cache_dir):
     for r in results:
         assert r["value"] == pytest.approx(0.0, abs=1e-6)
     # 1.5 s clips: audioldm pads to 2 s -> 2 examples each; google: windows at 0 and 0.5 s -> 2 each.
-    assert results[0]["details"]["n_embeddings"]["generated"] == 12
-    assert results[1]["details"]["n_embeddings"]["generated"] == 12
+    assert results[0]["generated"]["n_embeddings"] == 12
+    assert results[1]["generated"]["n_embeddings"] == 12
 
 
 def test_rescoring_comes_from_the_cache(sets, cache_dir, monkeypatch):
@@ -90,7 +90,7 @@ def test_silence_is_scored_and_flagged_short_clips_listed(tmp_path, cache_dir):
 def test_set_too_short_for_the_protocol_is_a_clear_error(tmp_path, cache_dir):
     ref = load_directory(write_clips(tmp_path / "ref", _synthetic_clips()))
     short = load_directory(write_clips(tmp_path / "short", _noise_clips(["a", "b"], duration=0.5)))
-    with pytest.raises(AudioError, match="generated set.*produced 0 embedding"):
+    with pytest.raises(AudioError, match="generated set.*produced 0 output"):
         score(["fad-vggish@google"], short, ref, _options(cache_dir))
 
 

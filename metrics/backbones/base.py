@@ -44,10 +44,11 @@ class WeightsChoice:
 @dataclass
 class Backbone:
     id: str
-    dim: int
+    outputs: dict[str, int]  # output name -> dimension, e.g. {"embedding": 2048, "logits": 527}
     provenance: dict  # {"weights": "pretrained"|"untrained", "file", "sha256", ...} or {"seed": ...}
-    embed: Callable[[np.ndarray], np.ndarray]  # batched model inputs -> float32 [N, dim]
+    embed: Callable[[np.ndarray], dict[str, np.ndarray]]  # batched inputs -> {name: float32 [N, dim]}
     device: str = "cpu"
+    embed_text: Callable[[list[str]], np.ndarray] | None = None  # text-audio backbones (CLAP)
 
     @property
     def untrained(self) -> bool:

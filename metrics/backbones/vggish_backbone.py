@@ -22,4 +22,5 @@ def build(choice: WeightsChoice) -> Backbone:
         model = vggish.build_vggish(state_dict=vggish.load_state_dict_file(resolved.path))
         provenance = {"backbone": "vggish", **resolved.provenance()}
     model = model.to(device)
-    return Backbone("vggish", 128, provenance, lambda x: vggish.embed(model, x), device)
+    return Backbone("vggish", {"embedding": 128}, provenance, lambda x: {"embedding": vggish.embed(model, x)},
+                    device)
