@@ -15,6 +15,10 @@ EXAMPLES = """examples:
   bench score --metric fad-vggish@google --generated gen/ --reference ref/ --checkpoint vggish=vggish.pth
   bench weights list | bench weights fetch vggish | bench weights verify
   bench list
+  bench compare RESULTS/records/a.json RESULTS/records/b.json --bootstrap 1000
+  bench leaderboard --records bench-results/quickstart --format latex --out table.tex
+  bench sanity --metric fad-vggish@audioldm --reference refs/ --require fad-vggish@audioldm:noise
+  bench train-evaluator --data labelled.jsonl --out evaluators/mel --steps 300 --seed 0
 exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results saved but not tracked"""
 
 
@@ -37,10 +41,14 @@ def cmd_run(args) -> int:
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
+    if args.baseline:  # a bad baseline fails now, not after the run
+        from leaderboards.sources import load_records
+        load_records(args.baseline)
     options = RunOptions(results_dir=Path(args.out) if args.out else None, cache_root=_cache_root(args),
                          tracking_uri=args.tracking_uri, tracking=False if args.no_tracking else None,
                          force=args.force, progress=not args.quiet,
-                         allow_download=False if args.offline else None)
+                         allow_download=False if args.offline else None,
+                         baseline=Path(args.baseline) if args.baseline else None)
     outcome = run_suite(suite, options, log=(lambda *a: None) if args.quiet else print)
     print()
     print(outcome.leaderboard.read_text())
@@ -65,12 +73,13 @@ def cmd_score(args) -> int:
                            cache_root=_cache_root(args), allow_download=False if args.offline else None)
     options = ScoreOptions(weights=choice, cache_root=_cache_root(args), batch_size=args.batch_size,
                            workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
-                           progress=not args.quiet and args.format != "json")
+                           progress=not args.quiet and args.format != "json", pairing=args.pairing)
     generated = open_clip_set(args.generated, Path.cwd())
-    reference = open_clip_set(args.reference, Path.cwd())
+    # Reference-free metrics (IS) need none; score() names the metrics that do when it is missing.
+    reference = open_clip_set(args.reference, Path.cwd()) if args.reference else None
     results = score(args.metric, generated, reference, options)
     record = {"schema": "bench.score-record/1", "generated": generated.describe(),
-              "reference": reference.describe(), "metrics": results}
+              "reference": reference.describe() if reference else None, "metrics": results}
     out = Path(args.out) if args.out else Path("bench-results") / "score" / f"{stable_hash(record)[:16]}.json"
     atomic_write_json(out, record)
     if args.format == "json":
@@ -81,9 +90,10 @@ def cmd_score(args) -> int:
         backbone = (f"UNTRAINED {r['backbone']['backbone']} (seed {r['backbone']['seed']})" if r["untrained"]
                     else f"{r['backbone']['file']} sha256 {r['backbone']['sha256'][:12]}")
         print(f"{r['key']}: {r['value']:.4f}{ci}")
-        print(f"  {r['generated']['n_clips']} generated vs {r['reference']['n_clips']} reference clips; "
+        against = f" vs {r['reference']['n_clips']} reference" if r["reference"] else ""
+        print(f"  {r['generated']['n_clips']} generated{against} clips; "
               f"protocol {r['protocol']['id']} v{r['protocol']['version']}; {backbone}")
-        for role in ("generated", "reference"):
+        for role in [role for role in ("generated", "reference") if r[role]]:
             flags = r[role]
             if flags["silent_clips"]["count"] or flags["clips_without_embeddings"]["count"]:
                 print(f"  note: {role}: {flags['silent_clips']['count']} silent clip(s) scored and flagged, "
@@ -148,12 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute cells that already have a record")
     run.add_argument("--offline", action="store_true", help="never download weights")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--baseline", metavar="RECORDS", help="records (directory or file) to compare against "
+                     "in RESULTS_DIR/ci-summary.md (also appended to $GITHUB_STEP_SUMMARY when set)")
     run.set_defaults(func=cmd_run)
 
     sc = sub.add_parser("score", help="score existing audio (directory or manifest) against a reference")
     sc.add_argument("--metric", action="append", required=True, help="metric id NAME@PROTOCOL (repeatable)")
     sc.add_argument("--generated", required=True, help="directory of audio, or .jsonl/.csv manifest")
-    sc.add_argument("--reference", required=True, help="directory, manifest, or builtin:synthetic")
+    sc.add_argument("--reference", help="directory, manifest, or builtin:synthetic (not needed by "
+                    "reference-free metrics such as IS)")
+    sc.add_argument("--pairing", choices=("strict", "audioldm-99"), default="strict",
+                    help="paired metrics (KL): every id must pair (strict), or audioldm_eval's rule: pair "
+                    "the matching ids when more than 99%% of reference ids match (audioldm-99)")
     sc.add_argument("--weights", choices=("pretrained", "untrained"), default="pretrained",
                     help="pretrained weights from the cache (default) or seeded random weights (untrained)")
     sc.add_argument("--seed", type=int, default=0, help="seed for --weights untrained")
@@ -176,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list generators and metrics with their protocols")
     ls.set_defaults(func=cmd_list)
+
+    from leaderboards.cli import add_parser as add_leaderboard_parser
+    add_leaderboard_parser(sub)
+
+    from bench.sanity import add_parser as add_sanity_parser
+    add_sanity_parser(sub)
+
+    from bench.compare import add_parser as add_compare_parser
+    add_compare_parser(sub)
+
+    from bench.train_evaluator import add_parser as add_train_evaluator_parser
+    add_train_evaluator_parser(sub)
     return parser
 
 

@@ -1,10 +1,15 @@
 """Named resamplers. The resampler moves metric values (PROTOCOLS.md), so every result records which one.
 
 - "soxr-vhq":   libsoxr, very high quality.
+- "soxr-hq":    libsoxr, high quality, output length ceil(n * target / orig): librosa.load's default
+                (res_type "soxr_hq", then fix_length), as stable-audio-metrics reads audio.
 - "julius":     julius.resample_frac with its defaults, as audiocraft converts audio.
 - "sinc-hann":  our float64 implementation of torchaudio.functional.resample's default algorithm
                 (Hann-windowed sinc, lowpass_filter_width=6, rolloff=0.99); runs without torchaudio.
-- "torchaudio": torchaudio.functional.resample itself, where torchaudio loads (CUDA machines).
+- "torchaudio": torchaudio.functional.resample itself, where torchaudio loads (on CPU-only torch without
+                its compiled extension: metrics.backbones.torchvision_compat.ensure_torchaudio_importable).
+- "resampy-kaiser-best": resampy's kaiser_best filter, output length ceil(n * target / orig): librosa<0.10's
+                load default, as Diffsound / SpecVQGAN read audio (librosa 0.8 + resampy).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import numpy as np
 from bench.audio import check_waveform
 from bench.errors import BenchError, ConfigError
 
-RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio")
+RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio", "soxr-hq", "resampy-kaiser-best")
 
 SINC_HANN_VERSION = "1"  # bump when the sinc-hann output changes
 SINC_HANN_PARAMS = {"lowpass_filter_width": 6, "rolloff": 0.99, "window": "hann"}
@@ -44,6 +49,12 @@ def resampler_info(method: str) -> dict:
     if method == "soxr-vhq":
         return {"name": method, "library": "soxr", "library_version": _version("soxr"),
                 "params": {"quality": "VHQ"}}
+    if method == "soxr-hq":
+        return {"name": method, "library": "soxr", "library_version": _version("soxr"),
+                "params": {"quality": "HQ", "output_length": "ceil (zero-padded or cut, as librosa)"}}
+    if method == "resampy-kaiser-best":
+        return {"name": method, "library": "resampy", "library_version": _version("resampy"),
+                "params": {"filter": "kaiser_best", "output_length": "ceil (zero-padded, as librosa.load)"}}
     if method == "julius":
         return {"name": method, "library": "julius", "library_version": _version("julius"),
                 "params": {"zeros": 24, "rolloff": 0.945, "output_length": "floor"}}
@@ -73,6 +84,25 @@ def _soxr(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.stack([soxr.resample(ch, orig_sr, target_sr, quality="VHQ") for ch in waveform])
 
 
+def _soxr_hq(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    import soxr
+
+    # librosa fixes soxr's rounded length to ceil(n * ratio) with ratio = target / orig in floating point,
+    # which can exceed the exact ceiling by one (2.5 s at 44.1 kHz -> 120001 samples at 48 kHz).
+    n = int(np.ceil(waveform.shape[-1] * (float(target_sr) / orig_sr)))
+    out = np.stack([soxr.resample(ch, orig_sr, target_sr, quality="HQ") for ch in waveform])[:, :n]
+    return np.pad(out, [(0, 0), (0, n - out.shape[1])])
+
+
+def _resampy_kaiser_best(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    import resampy  # installed with frechet-audio-distance
+
+    n = -(-waveform.shape[-1] * target_sr // orig_sr)  # librosa pads resampy's floor length to the ceiling
+    out = resampy.resample(np.ascontiguousarray(waveform, np.float32), orig_sr, target_sr, filter="kaiser_best",
+                           axis=-1)[:, :n]
+    return np.pad(out, [(0, 0), (0, n - out.shape[1])])
+
+
 def _julius(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     import julius
     import torch
@@ -83,7 +113,11 @@ def _julius(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def _torchaudio(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    from metrics.backbones.torchvision_compat import ensure_torchaudio_importable
+
     try:
+        # resample is pure Python: on CPU-only torch it runs with the CUDA wheel's extension left out.
+        ensure_torchaudio_importable()
         import torchaudio.functional as taf
     except (ImportError, OSError, RuntimeError) as e:
         raise BenchError(f"resampler 'torchaudio' is unavailable: torchaudio cannot load here ({e}); the "
@@ -135,4 +169,5 @@ def _sinc_hann(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray
     return out[:, :-(-new * n // orig)]  # ceil(new * n / orig) samples
 
 
-_METHODS = {"soxr-vhq": _soxr, "julius": _julius, "sinc-hann": _sinc_hann, "torchaudio": _torchaudio}
+_METHODS = {"soxr-vhq": _soxr, "julius": _julius, "sinc-hann": _sinc_hann, "torchaudio": _torchaudio,
+            "soxr-hq": _soxr_hq, "resampy-kaiser-best": _resampy_kaiser_best}

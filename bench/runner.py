@@ -22,10 +22,11 @@ from bench.records import SCHEMA, read_record, write_record
 from bench.scoring import ScoreOptions, score
 from bench.suite import Cell, Gate, Suite
 from bench.tracking import TrackingError, default_tracking_uri, log_record
+from bench.train_evaluator import ensure_evaluators
 from bench.versions import git_revision, library_versions
 from bench.weights import sha256_file
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
-from leaderboards import markdown
+from leaderboards import ci_summary, markdown
 from metrics.backbones.base import WeightsChoice
 
 
@@ -38,6 +39,7 @@ class RunOptions:
     force: bool = False  # recompute cells that already have a record
     progress: bool = True
     allow_download: bool | None = None
+    baseline: Path | None = None  # records that ci-summary.md compares this run against
 
 
 @dataclass
@@ -74,16 +76,16 @@ class RunOutcome:
         return 3 if self.tracking_errors else 0
 
 
-def _weights_choice(suite: Suite, options: RunOptions) -> WeightsChoice:
+def _weights_choice(suite: Suite, options: RunOptions, trained: tuple = ()) -> WeightsChoice:
     w = suite.weights
     local = tuple(sorted((k, str(suite.base_dir / v)) for k, v in w.get("checkpoints", {}).items()))
     return WeightsChoice(mode=w.get("mode", "pretrained"), seed=int(w.get("seed", 0)), local_files=local,
-                         cache_root=options.cache_root, allow_download=options.allow_download)
+                         cache_root=options.cache_root, allow_download=options.allow_download, trained=trained)
 
 
-def _score_options(suite: Suite, options: RunOptions) -> ScoreOptions:
+def _score_options(suite: Suite, options: RunOptions, trained: tuple = ()) -> ScoreOptions:
     s = suite.scoring
-    return ScoreOptions(weights=_weights_choice(suite, options), cache_root=options.cache_root,
+    return ScoreOptions(weights=_weights_choice(suite, options, trained), cache_root=options.cache_root,
                         batch_size=int(s.get("batch_size", 32)), workers=int(s.get("workers", 2)),
                         bootstrap=int(s.get("bootstrap", 200)), bootstrap_seed=int(s.get("bootstrap_seed", 0)),
                         ci_level=float(s.get("ci_level", 0.95)), progress=options.progress)
@@ -179,7 +181,8 @@ def _cell_hash(cell: Cell, suite: Suite, reference, prompts: list[Prompt]) -> st
     """Everything a cell's record depends on; a record with another hash is recomputed, never reused."""
     return stable_hash({"cell": cell.params(), "metrics": suite.metrics, "reference": reference.fingerprint(),
                         "prompts": [(p.id, p.text) for p in prompts], "weights": suite.weights,
-                        "scoring": suite.scoring, "schema": SCHEMA})
+                        "scoring": suite.scoring, "schema": SCHEMA,
+                        **({"evaluators": suite.evaluators} if suite.evaluators else {})})
 
 
 def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: ScoreOptions, results_dir: Path,
@@ -256,7 +259,9 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     outcome = RunOutcome(results_dir)
     reference = open_clip_set(suite.reference, suite.base_dir)
     prompts = build_prompts(suite, reference)
-    score_options = _score_options(suite, options)
+    # Evaluators the suite trains itself ([evaluators]): trained once, then reused from the cache.
+    trained = ensure_evaluators(suite.evaluators, suite.base_dir, options.cache_root, options.progress, log)
+    score_options = _score_options(suite, options, trained)
     tracking_on = options.tracking if options.tracking is not None else suite.tracking.get("enabled", True)
     uri = options.tracking_uri or suite.tracking.get("uri") or default_tracking_uri(results_dir)
     experiment = suite.tracking.get("experiment", suite.name)
@@ -285,4 +290,5 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
                "records": [str(results_dir / "records" / f"{r['cell_id']}.json") for r in outcome.records],
                "gates": [g.line() for g in outcome.gates]}
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ci_summary.write(suite.name, outcome, options.baseline)
     return outcome

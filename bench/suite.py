@@ -17,7 +17,7 @@ from bench.cache import stable_hash
 from bench.errors import ConfigError
 
 _TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "generation", "generators",
-             "metrics", "weights", "scoring", "tracking", "gates"}
+             "metrics", "weights", "scoring", "tracking", "gates", "evaluators"}
 _GENERATION_KEYS = {"seeds", "duration_s", "sample_rates", "samples_per_prompt", "resampler", "steps",
                     "guidance", "batch_size"}
 _GENERATOR_KEYS = _GENERATION_KEYS | {"name", "checkpoints", "label"}
@@ -97,6 +97,8 @@ class Suite:
     tracking: dict
     gates: list[Gate] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
+    # Backbones trained before scoring (bench.train_evaluator), e.g. {"mel-inception": {"data": ...}}.
+    evaluators: dict = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -168,6 +170,9 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     _check_keys(scoring, _SCORING_KEYS, source, "scoring")
     tracking = raw.get("tracking", {})
     _check_keys(tracking, _TRACKING_KEYS, source, "tracking")
+    from bench.train_evaluator import check_suite_table
+
+    evaluators = check_suite_table(raw.get("evaluators", {}), source)
 
     metrics = _as_list(raw["metrics"], source, "metrics", str)
     if not metrics:
@@ -226,7 +231,8 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     results_dir = Path(raw.get("results_dir", Path("bench-results") / name))
     return Suite(name=name, path=path, base_dir=base_dir, description=str(raw.get("description", "")),
                  results_dir=results_dir, reference=raw["reference"], prompts=prompts, cells=cells,
-                 metrics=metrics, weights=weights, scoring=scoring, tracking=tracking, gates=gates, raw=raw)
+                 metrics=metrics, weights=weights, scoring=scoring, tracking=tracking, gates=gates, raw=raw,
+                 evaluators=evaluators)
 
 
 def load_suite(path: str | Path | None) -> Suite:

@@ -1,69 +1,93 @@
-"""Markdown leaderboard from RunRecords: one row per cell, one column per metric key.
+"""Markdown leaderboard, rendered from the table model (leaderboards/table.py).
 
-Arrows give each metric's direction, values carry their bootstrap CI, numbers from untrained
-backbones say so in the column header, and notes under the table list protocols, backbone
-checkpoints and the reference set, so the table stands on its own.
+Arrows give each metric's direction, values carry their interval, the best value of a column is bold
+and the second italic, numbers from untrained backbones say so in the column header, and notes under
+the table list protocols, backbone checkpoints and the reference set, so the table stands on its own.
 """
 from __future__ import annotations
 
-_ARROW = {"lower": "↓", "higher": "↑"}
-_AXES = ("checkpoint", "seed", "steps", "guidance", "sample_rate")
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}f}"
+from leaderboards.table import Column, Row, Table, build_table, field_text, fmt_number
 
 
 def _escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _columns(records: list[dict]) -> list[dict]:
-    seen: dict[str, dict] = {}
-    for record in records:
-        for result in record["metrics"]:
-            seen.setdefault(result["key"], result)
-    return list(seen.values())
+def _header(col: Column) -> str:
+    if col.kind == "field":
+        return "generator" if col.key == "label" else col.key
+    unit = f" ({col.unit})" if col.unit else ""
+    return f"{col.title}{unit} {col.arrow}".rstrip()
 
 
-def render(records: list[dict], title: str | None = None) -> str:
-    if not records:
-        return (f"# {title}\n\n" if title else "") + "_No results._\n"
-    metrics = _columns(records)
-    varying = [a for a in _AXES if len({str(r["cell"].get(a)) for r in records}) > 1]
-    header = ["generator"] + varying + [f"{m['key']} {_ARROW[m['direction']]}" for m in metrics]
-    lines = [f"# {title}", ""] if title else []
-    lines += ["| " + " | ".join(_escape(h) for h in header) + " |",
-              "|" + "|".join([":--"] * (1 + len(varying)) + ["--:"] * len(metrics)) + "|"]
-    for record in records:
-        by_key = {r["key"]: r for r in record["metrics"]}
-        row = [record["cell"]["label"]] + [record["cell"].get(a) for a in varying]
-        for m in metrics:
-            result = by_key.get(m["key"])
-            if result is None:
-                row.append("–")
-            elif result.get("ci"):
-                row.append(f"{_fmt(result['value'])} [{_fmt(result['ci']['low'])}, {_fmt(result['ci']['high'])}]")
-            else:
-                row.append(_fmt(result["value"]))
-        lines.append("| " + " | ".join(_escape("–" if v is None else v) for v in row) + " |")
-    lines += ["", *_notes(records, metrics)]
+def _cell(col: Column, row: Row) -> str:
+    if col.kind == "field":
+        return field_text(col.key, row.fields[col.key], raw=True)
+    v = row.values.get(col.key)
+    if v is None:
+        return "–"
+    text = fmt_number(v.value, col.precision)
+    text = {1: f"**{text}**", 2: f"_{text}_"}.get(v.rank, text)
+    if v.has_ci:
+        text += f" [{fmt_number(v.low, col.precision)}, {fmt_number(v.high, col.precision)}]"
+    return text
+
+
+def _grid(table: Table, rows: list[Row]) -> list[str]:
+    columns = [c for c in table.columns if c.key != table.section_field or c.kind != "field"]
+    header = [_header(c) for c in columns] + (["n"] if table.aggregated else [])
+    align = [":--" if c.kind == "field" else "--:" for c in columns] + (["--:"] if table.aggregated else [])
+    lines = ["| " + " | ".join(_escape(h) for h in header) + " |", "|" + "|".join(align) + "|"]
+    for row in rows:
+        cells = [_cell(c, row) for c in columns] + ([str(row.n)] if table.aggregated else [])
+        lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
+    return lines
+
+
+def render_table(table: Table) -> str:
+    lines = [f"# {table.title}", ""] if table.title else []
+    if not table.rows:
+        return "\n".join(lines + ["_No results._"]) + "\n"
+    if table.section_field:
+        for section in table.sections:
+            lines += [f"## {_escape(section)}", ""]
+            lines += _grid(table, [r for r in table.rows if r.section == section]) + [""]
+    else:
+        lines += _grid(table, table.rows) + [""]
+    lines += _notes(table)
     return "\n".join(lines) + "\n"
 
 
-def _notes(records: list[dict], metrics: list[dict]) -> list[str]:
-    ref = records[0]["reference"]
+def render(records: list[dict], title: str | None = None, **options) -> str:
+    """Records -> Markdown. Without options: one row per cell and no timing columns, so the file that
+    `bench run` writes is identical for identical runs."""
+    options.setdefault("info", [])
+    return render_table(build_table(records, title=title, **options))
+
+
+def _notes(table: Table) -> list[str]:
+    ref = table.references[0]
     notes = [f"Reference set: {ref['name']} ({ref['kind']}, {ref['n_clips']} clips, "
              f"fingerprint {ref['fingerprint'][:12]})."]
-    levels = {m["ci"]["level"] for m in metrics if m.get("ci")}
+    if any(v.rank for r in table.rows for v in r.values.values()):
+        notes.append("Bold: best in its column; italic: second (compared at the printed precision).")
+    levels = table.ci_levels("bootstrap")
     if levels:
-        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in sorted(levels))} bootstrap "
+        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} bootstrap "
                      "intervals over clips (bias-shifted percentile; see each record).")
-    for m in metrics:
-        b = m["backbone"]
-        weights = (f"**UNTRAINED** {b['backbone']} (seeded random weights, seed {b['seed']}): "
-                   "not comparable to published numbers"
-                   if m["untrained"] else f"{b['backbone']} `{b['file']}` sha256 `{b['sha256'][:16]}…`")
-        notes.append(f"- `{m['key']}` (v{m['metric_version']}; {m['lineage']}): protocol "
-                     f"{m['protocol']['id']} v{m['protocol']['version']}, {weights}.")
+    seed_levels = table.ci_levels("seeds")
+    if seed_levels:
+        notes.append(f"Rows with n > 1: mean over n cells (seeds), bracketed by a "
+                     f"{', '.join(f'{lv:.0%}' for lv in seed_levels)} Student-t interval over them.")
+    checkpoints = [c for c in table.checkpoints if c["checkpoint"]]
+    for c in checkpoints:
+        sha = f" sha256 `{c['sha256'][:16]}…`" if c["sha256"] else ""
+        notes.append(f"- {_escape(c['label'])}: checkpoint `{c['checkpoint']}`{sha}")
+    for col in table.metric_columns:
+        p, b = col.provenance, col.provenance["backbone_card"]
+        weights = (f"**UNTRAINED** {b.get('backbone')} (seeded random weights, seed {b.get('seed')}): "
+                   "not comparable to published numbers" if col.untrained else
+                   f"{b.get('backbone')} `{b.get('file')}` sha256 `{(b.get('sha256') or 'unknown')[:16]}…`"
+                   + (" (trained here with `bench train-evaluator`)" if b.get("weights") == "trained" else ""))
+        notes.append(f"- `{col.key}` (v{p['version']}; {p['lineage']}): protocol {p['protocol']}, {weights}.")
     return notes

@@ -25,9 +25,13 @@ def frechet_metric(generated, reference, options) -> dict:
 register_metric(MetricDef(
     name="fad-vggish", preset="audioldm", version=1, direction="lower", protocol=VGGISH_AUDIOLDM,
     summary="FAD on VGGish, audioldm_eval preprocessing (0.96 s frames, sinc resampling, mean removed)",
-    lineage="audioldm_eval: AudioLDM, AudioLDM 2, Tango", compute=frechet_metric))
+    lineage="audioldm_eval: AudioLDM, AudioLDM 2, Tango", compute=frechet_metric,
+    family="frechet"))
 
 register_metric(MetricDef(
     name="fad-vggish", preset="google", version=1, direction="lower", protocol=VGGISH_GOOGLE,
     summary="FAD on VGGish, Google's reference (1 s windows every 0.5 s, int16 max-value scaling)",
-    lineage="google-research frechet_audio_distance via audiocraft: MusicGen", compute=frechet_metric))
+    lineage="google-research frechet_audio_distance via audiocraft: MusicGen", compute=frechet_metric,
+    family="frechet",
+    # The preset peak-normalises every clip before quantising, so a gain change must not move it.
+    expected_sensitivity=(("gain", "invariant"),)))

@@ -104,9 +104,10 @@ class Perturbation:
         return tuple(sorted(levels, key=lambda v: (self.strength(v), v)))
 
     def describe(self) -> dict:
-        return {"name": self.name, "unit": self.unit, "meaning": self.meaning, "identity": format_level(self.identity),
-                "defaults": [format_level(v) for v in self.defaults], "valid": [format_level(v) for v in self.valid],
-                "stronger": self.stronger, "expect": self.expect, "notes": self.notes}
+        return {"name": self.name, "unit": self.unit, "meaning": self.meaning,
+                "identity": format_level(self.identity), "defaults": [format_level(v) for v in self.defaults],
+                "valid": [format_level(v) for v in self.valid], "stronger": self.stronger, "expect": self.expect,
+                "notes": self.notes}
 
 
 def format_level(value: float):
@@ -114,6 +115,7 @@ def format_level(value: float):
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return int(value) if value == int(value) else value
+
 
 # name -> Perturbation; plugins: entry-point group "bench.perturbations".
 PERTURBATIONS = Registry("perturbation", ("metrics.perturbations",), "bench.perturbations")

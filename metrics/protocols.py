@@ -34,16 +34,18 @@ class EmbeddingProtocol:
 
 
 def _vggish_audioldm(waveform: np.ndarray, rate: int) -> np.ndarray:
-    x = resample(to_mono(waveform, "first"), rate, vf.SAMPLE_RATE, "sinc-hann")[0].astype(np.float64)
-    x = pad_to_min_length((x - x.mean())[None, :], 2 * vf.SAMPLE_RATE)[0]
+    # audioldm_eval removes the mean at the file's own rate, before resampling.
+    x = to_mono(waveform, "first").astype(np.float64)
+    x = resample((x - x.mean()).astype(np.float32), rate, vf.SAMPLE_RATE, "sinc-hann")[0].astype(np.float64)
+    x = pad_to_min_length(x[None, :], 2 * vf.SAMPLE_RATE)[0]
     return vf.examples(vf.log_mel_spectrogram(x), 96, 96)
 
 
 VGGISH_AUDIOLDM = EmbeddingProtocol(
-    id="vggish@audioldm", version=1, backbone="vggish", sample_rate=16000, resampler="sinc-hann",
+    id="vggish@audioldm", version=2, backbone="vggish", sample_rate=16000, resampler="sinc-hann",
     channels="first channel only",
-    steps=("resample to 16 kHz (windowed sinc, torchaudio's default algorithm)", "first channel",
-           "subtract the mean", "zero-pad to at least 2 s", "log-mel 64 bands 125-7500 Hz, 25 ms / 10 ms",
+    steps=("first channel", "subtract the mean (at the file's rate)",
+           "resample to 16 kHz (windowed sinc, torchaudio's default algorithm)", "zero-pad to at least 2 s", "log-mel 64 bands 125-7500 Hz, 25 ms / 10 ms",
            "non-overlapping 0.96 s examples", "128-d pre-activation embedding, no PCA"),
     prepare=_vggish_audioldm)
 

@@ -33,6 +33,9 @@ class MetricDef:
     # Sanity checks (bench sanity): (perturbation, "degrade" | "invariant" | "any") pairs overriding the
     # perturbation's default expectation; "degrade" means rise if lower is better, fall if higher.
     expected_sensitivity: tuple[tuple[str, str], ...] = ()
+    # Kernel family, for metrics derived from others (metrics.distance_variants): "frechet" means the value
+    # is the Fréchet distance between Gaussian fits of all `output` rows of each set (FAD, FD).
+    family: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in METRIC_KINDS:
@@ -56,11 +59,30 @@ class MetricDef:
 
 
 # id -> MetricDef; plugins: entry-point group "bench.metrics".
-METRICS = Registry("metric", ("metrics.fad",), "bench.metrics")
+# metrics.distance_variants stays last: it derives FAD-inf and KAD from every Fréchet metric (its deriver
+# hook also catches metrics registered after it, e.g. by plugins).
+METRICS = Registry("metric", ("metrics.fad", "metrics.panns_metrics", "metrics.passt_metrics",
+                              "metrics.clap_metrics", "metrics.mel_metrics", "metrics.distance_variants"),
+                   "bench.metrics")
 
 
 def register_metric(metric: MetricDef) -> MetricDef:
-    return METRICS.add(metric.id, metric)
+    METRICS.add(metric.id, metric)
+    for derive in list(_DERIVERS):
+        derive(metric)
+    return metric
+
+
+# Hooks that register metrics derived from others (FAD-inf and KAD from every Fréchet metric). Each sees
+# every metric, registered before or after it, so the order modules are imported in does not matter.
+_DERIVERS: list[Callable[[MetricDef], None]] = []
+
+
+def add_metric_deriver(derive: Callable[[MetricDef], None]) -> None:
+    """Call `derive(metric)` for every metric registered so far and for every one registered later."""
+    _DERIVERS.append(derive)
+    for metric in list(METRICS.values()):
+        derive(metric)
 
 
 def all_metrics() -> dict[str, MetricDef]:

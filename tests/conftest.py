@@ -6,6 +6,8 @@ import pytest
 # No test may reach a hub or a weights server; a missing checkpoint must fail, not download.
 os.environ["BENCH_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `bench run` appends to a CI job summary when this is set; tests must not write into the real one.
+os.environ.pop("GITHUB_STEP_SUMMARY", None)
 
 
 @pytest.fixture

@@ -26,6 +26,9 @@ class WeightsChoice:
     local_files: tuple[tuple[str, str], ...] = ()  # (backbone id, path) from --checkpoint NAME=PATH
     cache_root: Path | None = None  # None: bench.cache.default_cache_root()
     allow_download: bool | None = None  # None: unless BENCH_OFFLINE=1
+    # (backbone id, path) of evaluators trained here (a suite's [evaluators], bench.train_evaluator):
+    # weights "trained", loaded whatever `mode` says, so an untrained-VGGish suite can use them too.
+    trained: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("pretrained", "untrained"):
@@ -39,6 +42,9 @@ class WeightsChoice:
 
     def local_file(self, backbone_id: str) -> str | None:
         return dict(self.local_files).get(backbone_id)
+
+    def trained_file(self, backbone_id: str) -> str | None:
+        return dict(self.trained).get(backbone_id)
 
 
 @dataclass
@@ -60,7 +66,7 @@ class Backbone:
         if self.untrained:
             return {"backbone": self.id, "weights": "untrained", "seed": self.provenance["seed"],
                     "init": self.provenance["init"]}
-        return {"backbone": self.id, "weights": "pretrained", "sha256": self.provenance["sha256"]}
+        return {"backbone": self.id, "weights": self.provenance["weights"], "sha256": self.provenance["sha256"]}
 
     @property
     def card_hash(self) -> str:
@@ -69,7 +75,9 @@ class Backbone:
 
 BackboneBuilder = Callable[[WeightsChoice], Backbone]
 # name -> builder; plugins: entry-point group "bench.backbones".
-BACKBONES = Registry("backbone", ("metrics.backbones.vggish_backbone",), "bench.backbones")
+BACKBONES = Registry("backbone", ("metrics.backbones.vggish_backbone", "metrics.backbones.panns",
+                                  "metrics.backbones.passt", "metrics.backbones.clap",
+                                  "metrics.backbones.mel_inception"), "bench.backbones")
 register_backbone = BACKBONES.register
 _LOADED: dict[tuple, Backbone] = {}
 
@@ -78,7 +86,8 @@ def load_backbone(name: str, choice: WeightsChoice) -> Backbone:
     """Build (once per process and weights choice) the backbone `name`."""
     builder = BACKBONES.lookup(name)
     # Untrained weights depend only on the seed; pretrained ones on where they are resolved from.
-    key = (name, "untrained", choice.seed) if choice.mode == "untrained" else (name, choice)
+    untrained = choice.mode == "untrained" and choice.trained_file(name) is None
+    key = (name, "untrained", choice.seed) if untrained else (name, choice)
     if key not in _LOADED:
         _LOADED[key] = builder(choice)
     return _LOADED[key]

@@ -1,0 +1,401 @@
+"""Train the mel-inception evaluator on a labelled clip set: `bench train-evaluator` and suites' [evaluators].
+
+Each clip's first label is its class. Inputs are exactly what scoring feeds the backbone (the
+`mel-inception@diffsound` protocol), standardised per mel bin with the training split's statistics.
+Optimiser as Diffsound section V-B: Adam, learning rate 3e-3, weight decay 1e-3 (their batch was 64).
+
+Deterministic given the seed: the initialisation, the validation split, every batch and every dropout
+mask come from CPU torch.Generators seeded from (seed, purpose, index), never the global RNG, so step k
+does not depend on how training got there. Checkpoints every K steps (model + Adam state) make a rerun
+continue from the last one and end with the same bytes as an uninterrupted run. CPU kernels are
+deterministic for a fixed thread count, so training runs on `threads` intra-op threads (default 1,
+part of the settings and the card) whatever the machine has; another torch version or CPU
+instruction set can still differ in the last bits.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.cache import atomic_write_bytes, atomic_write_json, default_cache_root, stable_hash
+from bench.errors import ConfigError
+
+TRAINER_VERSION = 1
+TRAINABLE = ("mel-inception",)
+CHECKPOINT_NAME = "mel-inception.pt"
+CARD_NAME = "mel-inception.json"
+SPEC_KEYS = {"data", "config", "steps", "seed", "batch_size", "schedule"}  # a suite's [evaluators.mel-inception]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    config: str = "tiny"
+    steps: int = 150
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    val_fraction: float = 0.2
+    # "constant": Diffsound's stated 3e-3 throughout (no schedule is given); "cosine": decayed to 0
+    # over the run, so a short CPU run ends on a settled model rather than mid-oscillation.
+    schedule: str = "constant"
+    # Intra-op threads while training. One by default: the checkpoint's bytes then do not depend on the
+    # machine's core count, and the tiny model's small kernels gain little from more threads.
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        from metrics.backbones.mel_inception import CONFIGS
+
+        if self.config not in CONFIGS:
+            raise ConfigError(f"evaluator config {self.config!r} is unknown; choose one of {', '.join(CONFIGS)}")
+        for name in ("steps", "batch_size", "seed", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ConfigError(f"evaluator {name} must be an integer >= {0 if name == 'seed' else 1}, got {value!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"evaluator schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    card: dict
+    reused: bool  # the final checkpoint already existed
+    losses: list[float] = field(default_factory=list)  # training loss of each step run by this call
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def open_training_set(spec, base_dir: Path):
+    """A clip set from a suite spec or a CLI string; "builtin:synthetic?n_clips=140&seed=1" sets parameters."""
+    from bench.datasets import open_clip_set
+
+    if isinstance(spec, str) and spec.startswith("builtin:") and "?" in spec:
+        name, _, query = spec.partition("?")
+        params = {}
+        for key, value in parse_qsl(query, strict_parsing=True):
+            params[key] = float(value) if key == "duration_s" else int(value)
+        spec = {"builtin": name.removeprefix("builtin:"), **params}
+    return open_clip_set(spec, base_dir, where="training data")
+
+
+def class_labels(clipset) -> tuple[list[str], np.ndarray]:
+    """(sorted class names, class index per clip) from each clip's first label."""
+    unlabelled = [c for c in clipset.clips if not c.labels]
+    if unlabelled:
+        listed = "; ".join(f"{c.id!r} ({c.origin})" for c in unlabelled[:5])
+        raise ConfigError(f"training data {clipset.source}: {len(unlabelled)} of {len(clipset)} clip(s) have no "
+                          f"labels, first: {listed}. The evaluator trains on each clip's first label: give a "
+                          "manifest with a 'labels' column (JSONL list, CSV 'a;b')")
+    firsts = [c.labels[0] for c in clipset.clips]
+    classes = sorted(set(firsts))
+    if len(classes) < 2:
+        raise ConfigError(f"training data {clipset.source}: every clip has the label {classes[0]!r}; a "
+                          "classifier needs at least 2 classes")
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([index[f] for f in firsts], np.int64)
+
+
+def training_fingerprint(clipset, classes: list[str], labels: np.ndarray) -> str:
+    """The audio (set fingerprint) and the labels trained on."""
+    return stable_hash({"audio": clipset.fingerprint(),
+                        "labels": [[c.id, classes[k]] for c, k in zip(clipset.clips, labels.tolist())]})
+
+
+def _generator(seed: int, purpose: str, index: int = 0):
+    import torch
+
+    digest = hashlib.sha256(f"{seed}:{purpose}:{index}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified: round(val_fraction * n_c) clips of every class (at least 1 when it has 2+)."""
+    import torch
+
+    train, val = [], []
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        order = members[torch.randperm(len(members), generator=_generator(seed, "split", int(k))).numpy()]
+        n_val = 0 if val_fraction == 0 else min(len(members) - 1, max(1, round(val_fraction * len(members))))
+        val.extend(order[:n_val])
+        train.extend(order[n_val:])
+    return np.sort(np.array(train, np.int64)), np.sort(np.array(val, np.int64))
+
+
+def prepare_inputs(clipset, workers: int = 2, progress: bool = True) -> np.ndarray:
+    """[n, 80, 860] float32 log-mels of every clip, through the scoring protocol."""
+    from bench.audio import check_waveform
+    from metrics.mel_metrics import MEL_DIFFSOUND
+
+    def one(clip):
+        wave, rate = clipset.load(clip)
+        check_waveform(wave, clip.origin)
+        return MEL_DIFFSOUND.prepare(wave, rate)[0]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        mels = list(tqdm(pool.map(one, clipset.clips), total=len(clipset), unit="clip", disable=not progress,
+                         desc="log-mels"))
+    return np.stack(mels)
+
+
+# --------------------------------------------------------------------------------------- training
+
+def run_key(spec: TrainSpec, fingerprint: str) -> dict:
+    """Everything the trained weights depend on (the code aside: TRAINER_VERSION stands for it)."""
+    from metrics.backbones import mel_inception as mi
+    from metrics.mel_metrics import MEL_DIFFSOUND
+
+    return {"trainer_version": TRAINER_VERSION, "backbone": mi.BACKBONE, "spec": asdict(spec),
+            "config": mi.CONFIGS[spec.config].to_dict(), "fingerprint": fingerprint,
+            "protocol": [MEL_DIFFSOUND.id, MEL_DIFFSOUND.version]}
+
+
+def _batch(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
+    """Positions step*B .. step*B+B-1 of an endless stream of per-epoch permutations of range(n)."""
+    import torch
+
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    out = np.empty(batch_size, np.int64)
+    for epoch in np.unique(positions // n):
+        perm = torch.randperm(n, generator=_generator(seed, "epoch", int(epoch))).numpy()
+        mask = positions // n == epoch
+        out[mask] = perm[positions[mask] % n]
+    return out
+
+
+def _save(path: Path, tensors: dict) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _accuracy(model, x, y, batch_size: int = 32) -> float | None:
+    import torch
+
+    if len(y) == 0:
+        return None
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(y), batch_size):
+            correct += int((model(x[start:start + batch_size])[1].argmax(1) == y[start:start + batch_size]).sum())
+    return round(correct / len(y), 6)
+
+
+def train(data, out_dir: Path, spec: TrainSpec, base_dir: Path | None = None, checkpoint_every: int = 50,
+          progress: bool = True, log=print, workers: int = 2) -> TrainResult:
+    """Train (or resume, or reuse) the evaluator in `out_dir`; returns its final checkpoint."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        return _train(data, Path(out_dir), spec, base_dir, checkpoint_every, progress, log, workers)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, progress, log, workers) -> TrainResult:
+    import torch
+    import torch.nn.functional as F
+
+    from metrics.backbones import mel_inception as mi
+    from metrics.mel_metrics import MEL_DIFFSOUND
+
+    clipset = data if hasattr(data, "clips") else open_training_set(data, base_dir or Path.cwd())
+    classes, labels = class_labels(clipset)
+    fingerprint = training_fingerprint(clipset, classes, labels)
+    config = mi.CONFIGS[spec.config]
+    run_hash = stable_hash(run_key(spec, fingerprint))
+    final = out_dir / CHECKPOINT_NAME
+    if final.exists():
+        existing = mi.load_trained(final).card
+        if existing.get("training", {}).get("run_hash") == run_hash:
+            log(f"evaluator already trained with these settings: {final}")
+            return TrainResult(final, existing, reused=True)
+        raise ConfigError(f"{out_dir} holds an evaluator trained with other settings or data; give another "
+                          f"--out, or delete {final} and {out_dir / 'checkpoints'} to retrain")
+
+    t0 = time.perf_counter()
+    train_idx, val_idx = split(labels, spec.val_fraction, spec.seed)
+    log(f"training mel-inception ({spec.config}) on {clipset.source}: {len(classes)} classes, "
+        f"{len(train_idx)} train / {len(val_idx)} validation clips, {spec.steps} steps of {spec.batch_size}")
+    mels = prepare_inputs(clipset, workers, progress)
+    mean, std = (torch.tensor(v, dtype=torch.float32) for v in mi.band_statistics([mels[i] for i in train_idx]))
+    x = (torch.from_numpy(mels) - mean[:, None]) / std[:, None]  # float32, exactly as the backbone scores
+    y = torch.from_numpy(labels)
+    x_train, y_train = x[train_idx], y[train_idx]
+
+    model = mi.seeded_init_(mi.empty_model(config, len(classes)), _generator(spec.seed, "init"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    start, ckpt_dir = 0, out_dir / "checkpoints"
+    resumable = sorted(ckpt_dir.glob("step-*.pt"))
+    if resumable:
+        state = mi.read_checkpoint(resumable[-1], "training checkpoint")
+        if not isinstance(state, dict) or state.get("run_hash") != run_hash:
+            raise ConfigError(f"{resumable[-1]} belongs to a training run with other settings or data; give "
+                              f"another --out, or delete {ckpt_dir} to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        log(f"resuming from {resumable[-1]} (step {start})")
+
+    model.train()
+    bar = tqdm(total=spec.steps, initial=start, unit="step", disable=not progress, desc="train-evaluator")
+    log_every = max(1, spec.steps // 10)
+    running, history, loss_value = [], [], float("nan")
+    for step in range(start, spec.steps):
+        idx = torch.from_numpy(_batch(step, spec.batch_size, len(train_idx), spec.seed))
+        feats = model.features(x_train[idx])
+        if config.dropout > 0:  # dropout from this step's own generator (nn.Dropout draws from the global RNG)
+            keep = torch.rand(feats.shape, generator=_generator(spec.seed, "dropout", step)) >= config.dropout
+            feats = feats * keep / (1.0 - config.dropout)
+        loss = F.cross_entropy(model.fc(feats), y_train[idx])
+        for group in optimizer.param_groups:
+            group["lr"] = spec.lr * (0.5 * (1 + math.cos(math.pi * step / spec.steps)) if spec.schedule == "cosine"
+                                     else 1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.detach().item()
+        running.append(loss_value)
+        history.append(loss_value)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        done = step + 1
+        if done % log_every == 0 or done == spec.steps:
+            (bar.write if progress else log)(f"step {done}/{spec.steps}  loss {np.mean(running):.4f}")
+            running = []
+        if done % checkpoint_every == 0 and done < spec.steps:
+            _save(ckpt_dir / f"step-{done:06d}.pt", {"run_hash": run_hash, "step": done,
+                                                     "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            for old in ckpt_dir.glob("step-*.pt"):  # keep the newest only
+                if old.name != f"step-{done:06d}.pt":
+                    old.unlink(missing_ok=True)
+    bar.close()
+
+    train_acc, val_acc = _accuracy(model, x_train, y_train), _accuracy(model, x[val_idx], y[val_idx])
+    card = {"backbone": mi.BACKBONE, "config": config.to_dict(), "classes": classes,
+            "protocol": {"id": MEL_DIFFSOUND.id, "version": MEL_DIFFSOUND.version},
+            "normalisation": "per mel bin: mean of clip means, mean of clip stds (floored at 0.01), over the "
+                             "training split",
+            "training": {"run_hash": run_hash, "trainer_version": TRAINER_VERSION, "data": clipset.describe(),
+                         "fingerprint": fingerprint, "label_rule": "first label of each clip",
+                         **asdict(spec), "optimizer": "Adam", "loss": "cross-entropy",
+                         "n_train": len(train_idx), "n_val": len(val_idx), "final_loss": round(loss_value, 6),
+                         "train_accuracy": train_acc, "val_accuracy": val_acc,
+                         "torch": torch.__version__}}
+    _save(final, mi.checkpoint_tensors(model, mean.numpy(), std.numpy(), card))
+    from bench.weights import sha256_file
+
+    sidecar = {**card, "checkpoint": final.name, "sha256": sha256_file(final),
+               "seconds": round(time.perf_counter() - t0, 1)}  # timing stays out of the checkpoint's bytes
+    atomic_write_json(out_dir / CARD_NAME, sidecar)
+    for old in ckpt_dir.glob("step-*.pt"):
+        old.unlink(missing_ok=True)
+    log(f"train accuracy {train_acc}, validation accuracy {val_acc}; wrote {final} and {out_dir / CARD_NAME}")
+    return TrainResult(final, card, reused=False, losses=history)
+
+
+# ------------------------------------------------------------------------------------------ suites
+
+def check_suite_table(evaluators, source: str) -> dict:
+    """Validate a suite's [evaluators] table: {backbone: {data, config, steps, seed, batch_size}}."""
+    import difflib
+
+    if not isinstance(evaluators, dict):
+        raise ConfigError(f"{source}: [evaluators] must be a table of backbone names, e.g. [evaluators.mel-inception]")
+    for backbone, table in evaluators.items():
+        if backbone not in TRAINABLE:
+            raise ConfigError(f"{source}: [evaluators.{backbone}]: only {', '.join(TRAINABLE)} can be trained here")
+        where = f"{source}: [evaluators.{backbone}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        for key in table:
+            if key not in SPEC_KEYS:
+                close = difflib.get_close_matches(key, sorted(SPEC_KEYS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+        if "data" not in table:
+            raise ConfigError(f"{where}: missing `data` (a labelled set: manifest, folder or builtin table)")
+        try:
+            TrainSpec(**{k: v for k, v in table.items() if k != "data"})
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    return evaluators
+
+
+def evaluator_dir(cache_root: Path, backbone: str, spec: TrainSpec, fingerprint: str) -> Path:
+    return Path(cache_root) / "evaluators" / f"{backbone}-{spec.config}-{stable_hash(run_key(spec, fingerprint))[:16]}"
+
+
+def ensure_evaluators(evaluators: dict, base_dir: Path, cache_root: Path | None, progress: bool = True,
+                      log=print) -> tuple[tuple[str, str], ...]:
+    """Train each suite evaluator unless the cache has it; (backbone, checkpoint path) pairs."""
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    out = []
+    for backbone, table in sorted(evaluators.items()):
+        spec = TrainSpec(**{k: v for k, v in table.items() if k != "data"})
+        clipset = open_training_set(table["data"], base_dir)
+        classes, labels = class_labels(clipset)
+        directory = evaluator_dir(root, backbone, spec, training_fingerprint(clipset, classes, labels))
+        result = train(clipset, directory, spec, progress=progress, log=log)
+        out.append((backbone, str(result.checkpoint)))
+    return tuple(out)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train-evaluator", help="train the mel-inception evaluator (fid-mel / kl-mel) on labelled clips",
+                       description="Train Diffsound's InceptionV3-style log-mel classifier on the first label of "
+                                   "each clip. Rerunning the same command resumes from the last checkpoint.")
+    p.add_argument("--data", required=True, help="labelled set: manifest (.jsonl/.csv with labels), folder, or "
+                   "builtin:synthetic[?n_clips=140&seed=1&duration_s=4&sample_rate=16000]")
+    p.add_argument("--out", required=True, help="output folder: checkpoints/, mel-inception.pt, mel-inception.json")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="Diffsound used 64 (full config, GPU)")
+    p.add_argument("--config", default="tiny", help="tiny (trains on a CPU in minutes) or full (Melception's size)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (Diffsound: 3e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="Adam weight decay (Diffsound: 1e-3)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of each class")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate: constant (Diffsound) or cosine decay to 0")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (part of the result's identity)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    if args.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    spec = TrainSpec(config=args.config, steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                     weight_decay=args.weight_decay, val_fraction=args.val_fraction, schedule=args.schedule,
+                     threads=args.threads)
+    result = train(args.data, Path(args.out), spec, Path.cwd(), args.checkpoint_every, progress=not args.quiet,
+                   log=(lambda *a: None) if args.quiet else print, workers=args.workers)
+    t = result.card["training"]
+    print(f"{result.checkpoint}: {len(result.card['classes'])} classes, train accuracy {t['train_accuracy']}, "
+          f"validation accuracy {t['val_accuracy']}")
+    print(f"use it: bench score --metric fid-mel@diffsound --metric kl-mel@diffsound "
+          f"--checkpoint mel-inception={result.checkpoint} --generated GEN --reference REF")
+    return 0
+

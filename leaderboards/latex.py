@@ -1,0 +1,155 @@
+"""Paper-ready LaTeX leaderboard (booktabs), rendered from the table model.
+
+Compiles in a plain `article` with `\\usepackage{booktabs}` and nothing else. Arrows give direction,
+the best value per metric column is bold and the second underlined (ties share), values carry their
+interval as `mean ± half-width` (asymmetric intervals as `mean^{+a}_{-b}`) or as a subscript, every
+column has one number of decimals, untrained numbers carry a dagger explained in the caption, and the
+caption lists the reference set, protocols, backbone checkpoints and generator checkpoints.
+Every piece of text is escaped: model names with _ & % # $ are common.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from leaderboards.table import Column, Row, Table, field_text, fmt_number
+
+CI_STYLES = ("pm", "sub", "none")
+_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+            "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+            # a row starting with [ or * would be read as an argument of the previous row's \\
+            "[": "{[}", "]": "{]}", "*": "{*}",
+            "\n": " ", "\r": " ", "\t": " ",
+            "–": "--", "—": "---", "…": r"\ldots{}", "×": r"$\times$", "÷": r"$\div$", "±": r"$\pm$",
+            "µ": r"$\mu$", "μ": r"$\mu$", "→": r"$\rightarrow$", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
+            "“": "``", "”": "''", "‘": "`", "’": "'"}
+_ARROWS = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
+
+
+def escape(text) -> str:
+    """Text -> LaTeX that prints it literally under pdflatex's default (utf8, OT1) setup.
+
+    Accented Latin-1 letters pass through (the utf8 input encoding sets them); other characters become their
+    ASCII decomposition (ő -> o) or '?', because an unset Unicode character stops pdflatex."""
+    out = []
+    text = str(text)
+    for i, ch in enumerate(text):
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch == "-":
+            out.append("-{}" if text[i + 1:i + 2] == "-" else "-")  # no -- / --- ligatures in names
+        elif ch.isascii():
+            out.append(ch)
+        elif "\u00c0" <= ch <= "\u00ff" and (ch in "ßæøÆØ" or unicodedata.normalize("NFKD", ch)[0].isascii()):
+            out.append(ch)  # accented Latin letters: OT1 builds them from accents
+        else:
+            ascii_ = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            out.append(escape(ascii_) if ascii_ else "?")
+    return "".join(out)
+
+
+def _number(v, col: Column, ci: str) -> str:
+    p = col.precision
+    main = fmt_number(v.value, p)
+    main = {1: rf"\mathbf{{{main}}}", 2: rf"\underline{{{main}}}"}.get(v.rank, main)
+    if ci == "none" or not v.has_ci:
+        return f"${main}$"
+    if ci == "sub":
+        return rf"${main}_{{[{fmt_number(v.low, p)},\,{fmt_number(v.high, p)}]}}$"
+    above, below = round(v.high - v.value, p) + 0.0, round(v.value - v.low, p) + 0.0
+    if above == below:
+        return rf"${main} \pm {fmt_number(above, p)}$"
+    return rf"${main}^{{+{fmt_number(above, p)}}}_{{-{fmt_number(below, p)}}}$"
+
+
+def _header(col: Column) -> str:
+    unit = f" ({escape(col.unit)})" if col.unit else ""
+    if col.kind != "metric":
+        return escape(col.title) + unit
+    name, at, preset = col.title.replace("[untrained]", "").partition("@")
+    dagger = r"$^\dagger$" if col.untrained else ""
+    arrow = f" {_ARROWS[col.direction]}" if col.direction in _ARROWS else ""
+    # name over @preset: two short lines keep metric columns narrow
+    return (rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{escape(name)}\\{escape(at + preset)}{dagger}{unit}{arrow}"
+            r"\end{tabular}")
+
+
+def _cell(col: Column, row: Row, ci: str) -> str:
+    if col.kind == "field":
+        return escape(field_text(col.key, row.fields[col.key]))
+    v = row.values.get(col.key)
+    return "--" if v is None else _number(v, col, ci)
+
+
+def _caption(table: Table, ci: str, caption: str | None) -> str:
+    parts = [escape(caption or table.title or "Leaderboard").rstrip(".") + "."]
+    ref = table.references[0] if table.references else None
+    if ref:
+        parts.append(f"Reference set: {escape(ref['name'])} ({escape(ref['kind'])}, {ref['n_clips']} clips, "
+                     f"fingerprint {escape(ref['fingerprint'][:12])}).")
+    metrics = []
+    for col in table.metric_columns:
+        p = col.provenance
+        metrics.append(f"{escape(col.title)}: metric v{p['version']}, protocol {escape(p['protocol'])}, "
+                       f"backbone {escape(p['backbone'])}")
+    if metrics:
+        parts.append("Metrics: " + "; ".join(metrics) + ".")
+    ckpts = [f"{escape(c['label'])}: {escape(field_text('checkpoint', c['checkpoint']))}"
+             + (f" (sha256 {escape(c['sha256'][:12])})" if c["sha256"] else "")
+             for c in table.checkpoints if c["checkpoint"]]
+    if ckpts:
+        parts.append("Checkpoints: " + "; ".join(ckpts) + ".")
+    if ci != "none":
+        how = ("Values: mean $\\pm$ half-width of the {} "
+               "(asymmetric ones as $^{{+\\mathrm{{up}}}}_{{-\\mathrm{{down}}}}$)." if ci == "pm" else "Subscripts: {}.")
+        levels = table.ci_levels("bootstrap")
+        if levels:
+            parts.append(how.format(f"{'/'.join(f'{lv:.0%}' for lv in levels)} bootstrap interval over clips")
+                         .replace("%", r"\%"))
+        if table.ci_levels("seeds"):
+            seeds = "/".join(f"{lv:.0%}" for lv in table.ci_levels("seeds")).replace("%", r"\%")
+            parts.append(f"Rows with $n>1$: mean over $n$ cells (seeds) with a {seeds} Student-t interval over them.")
+    if any(v.rank for r in table.rows for v in r.values.values()):
+        parts.append("Best per column in bold, second underlined.")
+    if table.untrained:
+        parts.append(r"$^\dagger$UNTRAINED backbone (seeded random weights): not comparable to published "
+                     "numbers.")
+    return " ".join(parts)
+
+
+def render_table(table: Table, ci: str = "pm", caption: str | None = None, label: str | None = None) -> str:
+    if ci not in CI_STYLES:
+        raise ValueError(f"ci style must be one of {CI_STYLES}, got {ci!r}")
+    columns = [c for c in table.columns if not (c.kind == "field" and c.key == table.section_field)]
+    spec = "".join("l" if c.kind == "field" else "r" for c in columns) + ("r" if table.aggregated else "")
+    header = [_header(c) for c in columns] + (["$n$"] if table.aggregated else [])
+    width = len(header)
+    label = label or "tab:" + (re.sub(r"[^A-Za-z0-9]+", "-", table.title or "leaderboard").strip("-").lower()
+                               or "leaderboard")
+    lines = [r"% bench leaderboard: needs \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering",
+             *([r"\renewcommand{\arraystretch}{1.2}"] if ci != "none" else []),  # room for scripts; local
+             rf"\caption{{{_caption(table, ci, caption)}}}",
+             rf"\label{{{re.sub(r'[^A-Za-z0-9:._-]', '-', label)}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    if not table.rows:
+        lines.append(rf"\multicolumn{{{width}}}{{c}}{{No results.}} \\")
+    sections = table.sections if table.section_field else [None]
+    for i, section in enumerate(sections):
+        if section is not None:
+            if i:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{escape(section)}}}}} \\")
+        for row in (r for r in table.rows if r.section == section):
+            cells = [_cell(c, row, ci) for c in columns] + ([str(row.n)] if table.aggregated else [])
+            lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def document(table_tex: str) -> str:
+    """A complete, compilable article around a rendered table (for checking and previews)."""
+    return ("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+            + table_tex + "\\end{document}\n")

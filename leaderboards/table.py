@@ -1,0 +1,350 @@
+"""The one table model behind every leaderboard format (Markdown, LaTeX, HTML, CSV) and the plots.
+
+`build_table(records, ...)` turns RunRecords into rows (configurations) and columns (fields, info,
+metrics). Renderers only format what it decided:
+
+- Rows. A row is the group of records that share the values of the `group_by` fields. The default is
+  the model label plus every configuration field that varies across the records, seed included, so
+  by default each row is one suite cell. Fields left out of `group_by` are averaged over (typically
+  `--group-by label,steps` to average seeds): the row shows the mean of its records' values and `n`,
+  and its interval is a Student-t interval over those values at the records' CI level. A row of a
+  single record keeps that record's bootstrap interval.
+- Layouts. `models`: one row per configuration (DiscoDiff Table 1), with sample rate, duration and
+  generation time per clip as info columns. `rates`, `steps`, `checkpoints`: one section per model,
+  rows ordered by that axis (SRC-gAudio Table I, Diffsound Table V, training curves).
+- Columns. Metric direction, unit and precision come from the metric definitions (MetricDef), so a
+  new metric needs no leaderboard edit. Every value of a column is printed with the same decimals.
+- Marks. Per metric column (and per section), the best value gets rank 1 and the second rank 2,
+  compared at the printed precision so that ties share a rank.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench.errors import BenchError
+
+FIELDS = ("label", "generator", "checkpoint", "seed", "steps", "guidance", "sample_rate", "duration_s")
+FIELD_TITLES = {"label": "Model", "generator": "Generator", "checkpoint": "Checkpoint", "seed": "Seed",
+                "steps": "Steps", "guidance": "CFG", "sample_rate": "SR (kHz)", "duration_s": "Dur. (s)"}
+# layout -> the field its rows are ordered by within one section per model (None: no sections)
+LAYOUTS = {"models": None, "rates": "sample_rate", "steps": "steps", "checkpoints": "checkpoint"}
+INFO_COLUMNS = ("sample_rate", "duration_s", "time", "rtf")
+DEFAULT_INFO = {"models": ("sample_rate", "duration_s", "time")}
+DEFAULT_PRECISION = 3
+ARROWS = {"lower": "↓", "higher": "↑"}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # field name, info name or metric key (e.g. "fad-vggish@audioldm[untrained]")
+    kind: str  # "field" | "info" | "metric"
+    title: str
+    direction: str | None = None  # "lower" | "higher" for metrics
+    unit: str = ""
+    precision: int = DEFAULT_PRECISION
+    untrained: bool = False
+    provenance: dict = field(default_factory=dict)  # metric columns: id, version, lineage, protocol, backbone
+
+    @property
+    def arrow(self) -> str:
+        return ARROWS.get(self.direction, "")
+
+
+@dataclass(frozen=True)
+class Value:
+    value: float
+    low: float | None = None
+    high: float | None = None
+    level: float | None = None
+    n: int = 1  # records averaged into this value
+    interval: str | None = None  # "bootstrap" (one record's CI) | "seeds" (t-interval over n records)
+    rank: int | None = None  # 1: best of its column (and section), 2: second
+
+    @property
+    def has_ci(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+@dataclass
+class Row:
+    section: str | None
+    fields: dict  # field -> value; a tuple when the row's records disagree (a field averaged over)
+    values: dict[str, Value]  # column key -> value; absent: no result for this row
+    cells: list[str]  # cell ids of the records in this row
+    n: int
+
+
+@dataclass
+class Table:
+    title: str | None
+    layout: str
+    group_by: tuple[str, ...]
+    columns: list[Column]
+    rows: list[Row]
+    references: list[dict]
+    checkpoints: list[dict]  # label, checkpoint, sha256: what produced each model's numbers
+    section_field: str | None = None
+
+    @property
+    def metric_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.kind == "metric"]
+
+    @property
+    def sections(self) -> list[str]:
+        return list(dict.fromkeys(r.section for r in self.rows if r.section is not None))
+
+    @property
+    def untrained(self) -> bool:
+        return any(c.untrained for c in self.columns)
+
+    @property
+    def aggregated(self) -> bool:
+        return any(r.n > 1 for r in self.rows)
+
+    def ci_levels(self, interval: str) -> list[float]:
+        return sorted({v.level for r in self.rows for v in r.values.values()
+                       if v.interval == interval and v.level is not None})
+
+
+# ------------------------------------------------------------------------------------ formatting
+
+def fmt_number(x: float, precision: int) -> str:
+    """Fixed decimals; adding 0.0 turns a rounded -0.0 into 0.0 so no column shows '-0.000'."""
+    return f"{round(x, precision) + 0.0:.{precision}f}"
+
+
+def checkpoint_step(checkpoint: str | None) -> int | None:
+    """The training step in a checkpoint's file name: its last run of digits (step-1000.pt -> 1000)."""
+    if not checkpoint:
+        return None
+    digits = re.findall(r"\d+", Path(checkpoint).stem)
+    return int(digits[-1]) if digits else None
+
+
+def field_text(name: str, value, raw: bool = False) -> str:
+    """A field value for display: rates in kHz and checkpoints by file name unless `raw`."""
+    if isinstance(value, tuple):
+        return "/".join(field_text(name, v, raw) for v in value)
+    if value is None:
+        return "–"
+    if name == "checkpoint":
+        return Path(value).name
+    if raw:
+        return str(value)
+    if name == "sample_rate":
+        return f"{value / 1000:g}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def backbone_text(result: dict) -> str:
+    b = result.get("backbone") or {}
+    name = b.get("backbone", "?")
+    if result.get("untrained"):
+        return f"UNTRAINED {name} (seeded random weights, seed {b.get('seed')})"
+    sha = b.get("sha256") or "unknown"
+    trained = " (trained here)" if b.get("weights") == "trained" else ""  # bench train-evaluator
+    return f"{name} {b.get('file') or '?'} sha256 {sha[:16]}{trained}"
+
+
+# ------------------------------------------------------------------------------------ building
+
+def _metric_defs() -> dict:
+    from metrics.registry import all_metrics
+
+    try:
+        return dict(all_metrics())
+    except BenchError:  # a broken plugin must not hide the table: fall back to the records' metadata
+        return {}
+
+
+def metric_display(metric_id: str, defs: dict | None = None) -> tuple[str, int]:
+    """(unit, precision) of a metric from its definition; defaults for metrics not installed here."""
+    mdef = (_metric_defs() if defs is None else defs).get(metric_id)
+    return getattr(mdef, "unit", ""), getattr(mdef, "precision", DEFAULT_PRECISION)
+
+
+def metric_identity(result: dict) -> tuple:
+    """What must agree for two values to share a column: metric, protocol and backbone versions."""
+    b = result.get("backbone") or {}
+    p = result.get("protocol") or {}
+    return (result.get("metric_version"), p.get("id"), p.get("version"), b.get("backbone"),
+            (b.get("init"), b.get("seed")) if result.get("untrained") else b.get("sha256"))
+
+
+def _metric_columns(records: list[dict], wanted: list[str] | None) -> list[Column]:
+    first: dict[str, dict] = {}
+    identity: dict[str, tuple[tuple, str]] = {}
+    for record in records:
+        for result in record["metrics"]:
+            key = result["key"]
+            first.setdefault(key, result)
+            ident = metric_identity(result)
+            seen = identity.setdefault(key, (ident, record.get("cell_id", "?")))
+            if seen[0] != ident:
+                raise BenchError(
+                    f"metric {key!r} was computed differently in cell {seen[1]} and cell "
+                    f"{record.get('cell_id', '?')} (metric/protocol/backbone version {seen[0]} vs {ident}); "
+                    "their values cannot share a column: pass records of one protocol version")
+    keys = list(first)
+    if wanted:
+        chosen = []
+        for want in wanted:
+            match = [k for k in keys if want in (k, first[k]["metric"])]
+            if not match:
+                raise BenchError(f"--metrics {want!r}: no record has this metric; available: "
+                                 f"{', '.join(keys) or 'none'}")
+            chosen += [k for k in match if k not in chosen]
+        keys = chosen
+    defs = _metric_defs()
+    columns = []
+    for key in keys:
+        r = first[key]
+        unit, precision = metric_display(r["metric"], defs)
+        protocol = r.get("protocol") or {}
+        direction = r.get("direction") or getattr(defs.get(r["metric"]), "direction", None)
+        columns.append(Column(
+            key=key, kind="metric", title=key, direction=direction, unit=unit, precision=precision,
+            untrained=bool(r.get("untrained")),
+            provenance={"metric": r["metric"], "version": r.get("metric_version"), "lineage": r.get("lineage", ""),
+                        "protocol": f"{protocol.get('id', '?')} v{protocol.get('version', '?')}",
+                        "backbone": backbone_text(r), "backbone_card": dict(r.get("backbone") or {})}))
+    return columns
+
+
+def _info_column(name: str) -> Column:
+    if name == "time":
+        return Column("time", "info", "Time/clip", unit="s", precision=3)
+    if name == "rtf":
+        return Column("rtf", "info", "RTF", precision=4)
+    return Column(name, "field", FIELD_TITLES[name])
+
+
+def _aggregate(values: list[float], results: list[dict] | None = None) -> Value:
+    """One record: its value and bootstrap CI. Several: mean and a t-interval over them."""
+    if len(values) == 1:
+        ci = (results[0].get("ci") if results else None) or {}
+        return Value(values[0], ci.get("low"), ci.get("high"), ci.get("level"), 1,
+                     "bootstrap" if ci else None)
+    from scipy import stats
+
+    n = len(values)
+    mean = math.fsum(values) / n
+    if results is None:  # info columns: the mean is enough
+        return Value(mean, n=n)
+    level = next((r["ci"]["level"] for r in results if r.get("ci")), 0.95)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return Value(mean, mean - half, mean + half, level, n, "seeds")
+
+
+def _info_value(name: str, records: list[dict]) -> Value | None:
+    """Generation time per clip (or real-time factor), from records whose samples were generated
+    fresh in that run: a cached cell took no time and must not pull the mean down."""
+    values = []
+    for record in records:
+        timing = record.get("timing") or {}
+        if name == "time" and timing.get("fresh_samples") and timing.get("generation_seconds") is not None:
+            values.append(timing["generation_seconds"] / timing["fresh_samples"])
+        elif name == "rtf" and timing.get("real_time_factor") is not None:
+            values.append(timing["real_time_factor"])
+    return _aggregate(values) if values else None
+
+
+def _varying(records: list[dict], name: str) -> bool:
+    return len({repr(r["cell"].get(name)) for r in records}) > 1
+
+
+def _sort_key(name: str, value):
+    if name == "checkpoint":
+        step = checkpoint_step(value)
+        return (value is not None, step if step is not None else math.inf, str(value))
+    return (value is not None, value if isinstance(value, (int, float)) else 0, str(value))
+
+
+def _rank(rows: list[Row], column: Column) -> None:
+    """Rank 1 for the best printed value of the column, 2 for the next distinct one (ties share)."""
+    scored = [(r, round(r.values[column.key].value, column.precision) + 0.0)
+              for r in rows if column.key in r.values]
+    if len(scored) < 2 or column.direction not in ARROWS:
+        return
+    distinct = sorted({v for _, v in scored}, reverse=column.direction == "higher")
+    for row, v in scored:
+        rank = distinct.index(v) + 1
+        if rank <= 2:
+            row.values[column.key] = replace(row.values[column.key], rank=rank)
+
+
+def build_table(records: list[dict], layout: str = "models", metrics: list[str] | None = None,
+                group_by: list[str] | None = None, info: list[str] | None = None,
+                title: str | None = None) -> Table:
+    if layout not in LAYOUTS:
+        raise BenchError(f"unknown layout {layout!r}; one of {', '.join(LAYOUTS)}")
+    axis = LAYOUTS[layout]
+    for name in group_by or []:
+        if name not in FIELDS:
+            raise BenchError(f"--group-by {name!r} is not a configuration field; one of {', '.join(FIELDS)}")
+    for name in info or []:
+        if name not in INFO_COLUMNS:
+            raise BenchError(f"--info {name!r} is not an info column; one of {', '.join(INFO_COLUMNS)}")
+    if group_by:
+        groups = ["label"] + [g for g in group_by if g != "label"]
+    else:  # one row per cell: the label and every field that varies
+        groups = ["label"] + [f for f in FIELDS[2:] if _varying(records, f)]
+    if axis and axis not in groups:
+        groups.append(axis)  # a layout's axis always separates rows
+    groups = [f for f in FIELDS if f in groups]
+    info = list(DEFAULT_INFO.get(layout, ()) if info is None else info)
+
+    references = list({r["reference"]["fingerprint"]: r["reference"] for r in records}.values())
+    if len(references) > 1:
+        raise BenchError("the records were scored against different reference sets ("
+                         + ", ".join(f"{r['name']} {r['fingerprint'][:12]}" for r in references)
+                         + "): their numbers are not comparable in one table; pass the records of one set")
+
+    metric_cols = _metric_columns(records, metrics) if records else []
+    columns = [Column(f, "field", FIELD_TITLES[f]) for f in groups]
+    columns += [_info_column(i) for i in info if i not in groups]
+    columns += metric_cols
+
+    grouped: dict[tuple, list[dict]] = {}
+    for record in records:
+        grouped.setdefault(tuple(repr(record["cell"].get(f)) for f in groups), []).append(record)
+    rows = []
+    for members in grouped.values():
+        fields = {}
+        for col in columns:
+            if col.kind == "field":
+                distinct = list(dict.fromkeys(m["cell"].get(col.key) for m in members))
+                fields[col.key] = distinct[0] if len(distinct) == 1 else tuple(distinct)
+        values: dict[str, Value] = {}
+        for col in columns:
+            if col.kind == "info":
+                v = _info_value(col.key, members)
+            elif col.kind == "metric":
+                results = [res for m in members for res in m["metrics"] if res["key"] == col.key]
+                v = _aggregate([res["value"] for res in results], results) if results else None
+            else:
+                continue
+            if v is not None:
+                values[col.key] = v
+        rows.append(Row(section=members[0]["cell"]["label"] if axis else None, fields=fields, values=values,
+                        cells=[m.get("cell_id", "?") for m in members], n=len(members)))
+
+    if axis:
+        order = list(dict.fromkeys(r.section for r in rows))
+        rows.sort(key=lambda r: (order.index(r.section), _sort_key(axis, r.fields[axis])))
+    for section in dict.fromkeys(r.section for r in rows):
+        for col in metric_cols:
+            _rank([r for r in rows if r.section == section], col)
+
+    checkpoints = list({(r["cell"]["label"], r["cell"].get("checkpoint")):
+                        {"label": r["cell"]["label"], "checkpoint": r["cell"].get("checkpoint"),
+                         "sha256": (r.get("generation") or {}).get("checkpoint_sha256")}
+                        for r in records}.values())
+    return Table(title=title, layout=layout, group_by=tuple(groups), columns=columns, rows=rows,
+                 references=references, checkpoints=checkpoints, section_field="label" if axis else None)
