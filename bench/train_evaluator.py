@@ -14,7 +14,6 @@ instruction set can still differ in the last bits.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import math
@@ -62,6 +61,8 @@ class TrainSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
                 raise ConfigError(f"evaluator {name} must be an integer >= {0 if name == 'seed' else 1}, got {value!r}")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ConfigError(f"evaluator lr must be > 0 and weight_decay >= 0, got {self.lr!r}, {self.weight_decay!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"evaluator schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if not 0 <= self.val_fraction < 1:

@@ -45,7 +45,7 @@ def compare(scored, a, b, *extra):
 
 
 def test_paired_comparison_gives_a_clear_verdict(scored, capsys):
-    assert compare(scored, scored["noise"], scored["pert"], "--bootstrap", "60", "--format", "json") == 0
+    assert compare(scored, scored["noise"], scored["pert"], "--bootstrap", "40", "--format", "json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["schema"] == "bench.compare/1" and report["difference"] == "A - B"
     assert [m["metric"] for m in report["metrics"]] == METRICS
@@ -57,9 +57,9 @@ def test_paired_comparison_gives_a_clear_verdict(scored, capsys):
         assert m["a"]["recomputed"] == pytest.approx(m["a"]["recorded"], rel=1e-9)
         assert m["b"]["recomputed"] == pytest.approx(m["b"]["recorded"], rel=1e-9)
         assert m["difference"] == pytest.approx(m["a"]["recorded"] - m["b"]["recorded"], rel=1e-9)
-        assert 0 < m["ci"]["low"] <= m["ci"]["high"] and m["ci"]["n_resamples"] == 60 and not m["warnings"]
+        assert 0 < m["ci"]["low"] <= m["ci"]["high"] and m["ci"]["n_resamples"] == 40 and not m["warnings"]
 
-    assert compare(scored, scored["pert"], scored["noise"], "--bootstrap", "60", "--format", "json") == 0
+    assert compare(scored, scored["pert"], scored["noise"], "--bootstrap", "40", "--format", "json") == 0
     swapped = json.loads(capsys.readouterr().out)
     for m, s in zip(report["metrics"], swapped["metrics"]):
         assert s["verdict"] == "A better" and s["difference"] == pytest.approx(-m["difference"])

@@ -78,7 +78,8 @@ def test_full_config_is_melception_key_for_key_and_output_for_output(melception_
     ours = mi.load_melception_state(melception_state, "test")
     reference = _torchvision_melception()
     ref_state = reference.state_dict()
-    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == {k: tuple(v.shape) for k, v in ref_state.items()}
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in ref_state.items()}
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(1, 80, 100, generator=torch.Generator().manual_seed(0))  # fully convolutional: short input
     with torch.inference_mode():
@@ -197,12 +198,16 @@ def test_wrong_key_and_corrupt_file_are_named(tmp_path, cache_dir, sets):
         score(["fid-mel@diffsound"], sets["noise"], sets["ref"], opts)
 
 
-def test_untrained_is_labelled_and_seeded():
+def test_untrained_is_labelled_seeded_and_of_usable_scale():
     choice = WeightsChoice(mode="untrained", seed=4)
     backbone = load_backbone("mel-inception", choice)
     assert backbone.untrained and backbone.provenance["seed"] == 4
     assert backbone.outputs == {"embedding": 2048, "logits": 309}
     assert backbone.card_key["init"] == mi.UNTRAINED_INIT
+    x = MEL_DIFFSOUND.prepare(0.3 * np.sin(np.arange(SR, dtype=np.float32) * 0.2)[None], SR)[:, :, :120]
+    out = backbone.embed(x)
+    # Scale-preserving init: with batch norm at identity, Inception3's std-0.1 init reaches ~1e12.
+    assert 1e-3 < np.abs(out["logits"]).max() < 1e3 and np.abs(out["embedding"]).max() < 1e3
 
 
 def test_published_melception_loads_from_the_cache(tmp_path, cache_dir, melception_state, monkeypatch):

@@ -295,14 +295,23 @@ def empty_model(config: InceptionConfig, n_classes: int) -> MelInception:
         return MelInception(config, n_classes)
 
 
-def seeded_init_(model: MelInception, generator: torch.Generator) -> MelInception:
-    """torchvision's Inception3 init (truncated normal, std 0.1, for convs and the classifier; batch
-    norm at identity), drawn from `generator`; the classifier bias starts at zero."""
+def seeded_init_(model: MelInception, generator: torch.Generator, scheme: str = "inception3") -> MelInception:
+    """Weights drawn from `generator` (batch norm at identity, classifier bias zero).
+
+    "inception3": torchvision's Inception3 init (truncated normal, std 0.1), for training from scratch,
+    where batch norm in training mode normalises the scale. "he": normal with std sqrt(2 / fan_in), for
+    the untrained backbone: in eval mode batch norm is the identity at init, and only a scale-preserving
+    init keeps activations O(1) through the ~20 convolutions (std 0.1 grows them to ~1e12)."""
+    if scheme not in ("inception3", "he"):
+        raise ValueError(f"unknown init scheme {scheme!r}")
     model.to_empty(device="cpu")
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(module.weight, std=0.1, a=-2.0, b=2.0, generator=generator)
+                if scheme == "he":
+                    module.weight.normal_(0.0, (2.0 / module.weight[0].numel()) ** 0.5, generator=generator)
+                else:
+                    nn.init.trunc_normal_(module.weight, std=0.1, a=-2.0, b=2.0, generator=generator)
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, nn.BatchNorm2d):
@@ -441,7 +450,7 @@ def load_melception(path, stats_path, raw=None) -> Evaluator:
 
 # ---------------------------------------------------------------------------------------- backbone
 # Bump when the architecture or the seeded initialisation changes: untrained cache keys depend on it.
-UNTRAINED_INIT = "mel-inception-full-309-truncnormal-v1"
+UNTRAINED_INIT = "mel-inception-full-309-he-normal-v1"
 
 
 def embed_fn(evaluator: Evaluator, device: str):
@@ -484,7 +493,7 @@ def build(choice: WeightsChoice) -> Backbone:
                                         "suite evaluator (trained here)" if trained else "local file")
     elif choice.mode == "untrained":
         model = seeded_init_(empty_model(CONFIGS["full"], MELCEPTION_CLASSES),
-                             torch.Generator().manual_seed(choice.seed))
+                             torch.Generator().manual_seed(choice.seed), scheme="he")
         evaluator = Evaluator(model.eval(), np.zeros(N_MELS), np.ones(N_MELS), [], {})
         provenance = {"weights": "untrained", "backbone": BACKBONE, "seed": choice.seed, "init": UNTRAINED_INIT,
                       "file": None, "sha256": None}
