@@ -32,7 +32,7 @@ from bench.datasets import ClipSet, open_clip_set
 from bench.errors import BenchError, ConfigError
 from bench.scoring import ScoreOptions, SetEmbeddings, embed_captions, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
-from metrics.frechet import StackedClips, frechet_from_stats
+from metrics.frechet import StackedClips
 from metrics.kad import KADStats
 from metrics.registry import MetricDef, get_metric
 
@@ -209,7 +209,7 @@ def resampled_statistic(metric: MetricDef, gen: SetEmbeddings, ref: SetEmbedding
     out = metric.output
     if metric.family == "frechet":
         g, r = StackedClips(gen.per_clip(out)), StackedClips(ref.per_clip(out))
-        return lambda cg, cr: frechet_from_stats(g.stats(cg), r.stats(cr))
+        return lambda cg, cr: g.frechet(r, cg, cr)
     if metric.family == "kad":
         return KADStats.from_clips(gen.per_clip(out), ref.per_clip(out)).value
     quiet = dataclasses.replace(options, bootstrap=0)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from metrics.bootstrap import bootstrap_interval
-from metrics.frechet import StackedClips, frechet_from_stats
+from metrics.frechet import StackedClips
 from metrics.protocols import VGGISH_AUDIOLDM, VGGISH_GOOGLE
 from metrics.registry import MetricDef, register_metric
 
@@ -10,12 +10,12 @@ from metrics.registry import MetricDef, register_metric
 def frechet_metric(generated, reference, options) -> dict:
     """Fréchet distance between the Gaussian fits of all embeddings of each set, with a bootstrap CI."""
     gen, ref = StackedClips(generated.nonempty()), StackedClips(reference.nonempty())
-    value = frechet_from_stats(gen.stats(), ref.stats())
+    value = gen.frechet(ref)
     result = {"value": value, "ci": None,
               "details": {}}
     if options.bootstrap > 0:
         interval = bootstrap_interval(
-            lambda counts: frechet_from_stats(gen.stats(counts[0]), ref.stats(counts[1])),
+            lambda counts: gen.frechet(ref, counts[0], counts[1]),
             [gen.n_clips, ref.n_clips], options.bootstrap, options.bootstrap_seed, options.ci_level,
             estimate=value, floor=0.0)
         result["ci"] = interval.to_dict()

@@ -2,7 +2,9 @@
 
 Statistics are float64 running sums (n, sum x, sum x x^T), so sets stream in bounded memory and
 shards merge exactly. The trace term uses the eigenvalues of sqrt(S1) S2 sqrt(S1), which is symmetric
-PSD, instead of scipy.linalg.sqrtm (complex or non-finite on some SciPy versions).
+PSD, instead of scipy.linalg.sqrtm (complex or non-finite on some SciPy versions). With fewer vectors
+than dimensions (e.g. 1000 clips of 2048-d PANNs embeddings, and every bootstrap resample of them) the
+same number comes from the vectors themselves, without any d x d matrix: see `StackedClips.frechet`.
 """
 from __future__ import annotations
 
@@ -102,6 +104,36 @@ def frechet_from_stats(a: GaussianStats, b: GaussianStats) -> float:
     return frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
+def _centred(rows: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(n, mean, Y) with cov = Y^T Y / (n - 1) for rows taken `weights` times each."""
+    keep = weights > 0
+    rows, weights = rows[keep], weights[keep]
+    n = float(weights.sum())
+    if n < 2:
+        raise ValueError(f"a covariance needs at least 2 vectors, got {n:g}")
+    mu = weights @ rows / n
+    return n, mu, (rows - mu) * np.sqrt(weights)[:, None]
+
+
+def frechet_low_rank(n1: float, mu1: np.ndarray, y1: np.ndarray, n2: float, mu2: np.ndarray, y2: np.ndarray) -> float:
+    """Squared Fréchet distance for cov_i = Y_i^T Y_i / (n_i - 1), in O(r1 r2 d) for r_i rows of Y_i.
+
+    The non-zero eigenvalues of cov1 cov2 are those of (Y2 Y1^T)(Y1 Y2^T) / ((n1-1)(n2-1)), so
+    tr((cov1 cov2)^(1/2)) is the sum of the singular values of Y1 Y2^T / sqrt((n1-1)(n2-1))."""
+    for name, arr in (("mu1", mu1), ("mu2", mu2), ("embeddings 1", y1), ("embeddings 2", y2)):
+        if not np.all(np.isfinite(arr)):
+            raise ArithmeticError(f"{name} has non-finite values; the embeddings contain NaN or Inf")
+    sv = np.linalg.svd(y1 @ y2.T, compute_uv=False) / np.sqrt((n1 - 1) * (n2 - 1))
+    # As in trace_sqrt_product: values at float64 resolution are zeros, not sqrt-amplified round-off.
+    sv[sv < max(y1.shape[0], y2.shape[0]) * np.finfo(np.float64).eps * max(float(sv.max(initial=0.0)), 1.0)] = 0.0
+    tr1, tr2 = float(np.sum(y1 * y1)) / (n1 - 1), float(np.sum(y2 * y2)) / (n2 - 1)
+    diff = mu1 - mu2
+    d2 = float(diff @ diff + tr1 + tr2 - 2.0 * sv.sum())
+    if not np.isfinite(d2) or d2 < -_ROUNDOFF * max(tr1 + tr2, 1.0) * len(mu1):
+        raise ArithmeticError(f"Fréchet distance came out as {d2!r}")
+    return max(d2, 0.0)
+
+
 class StackedClips:
     """Per-clip embedding matrices stacked once, so a resample with clip multiplicities is one matmul."""
 
@@ -117,3 +149,16 @@ class StackedClips:
         w = np.ones(len(self.rows)) if counts is None else np.asarray(counts, np.float64)[self.owner]
         weighted = self.rows * w[:, None]
         return GaussianStats(self.rows.shape[1], int(w.sum()), weighted.sum(axis=0), weighted.T @ self.rows)
+
+    def _weights(self, counts: np.ndarray | None) -> np.ndarray:
+        return np.ones(len(self.rows)) if counts is None else np.asarray(counts, np.float64)[self.owner]
+
+    def frechet(self, other: "StackedClips", counts: np.ndarray | None = None,
+                other_counts: np.ndarray | None = None) -> float:
+        """FD between the two (resampled) sets: from the rows themselves when both have fewer distinct
+        rows than dimensions (then much faster than any d x d route), else from Gaussian statistics."""
+        w1, w2 = self._weights(counts), other._weights(other_counts)
+        dim = self.rows.shape[1]
+        if max(np.count_nonzero(w1), np.count_nonzero(w2)) < dim:
+            return frechet_low_rank(*_centred(self.rows, w1), *_centred(other.rows, w2))
+        return frechet_from_stats(self.stats(counts), other.stats(other_counts))

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from bench import weights
+from bench.benchmarks.stand_in_tokenizer import write_roberta_tokenizer
 from bench.datasets import load_manifest
 from bench.errors import AudioError, BenchError, CheckpointError, ConfigError
 from bench.scoring import ScoreOptions, SetEmbeddings, embed_captions, embed_set, score
@@ -33,30 +34,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 
 
 # ---- fixtures: tokenizer cache, reference models, clip sets -----------------------------------------
-def _byte_chars() -> list[str]:
-    # GPT-2 / RoBERTa byte-level alphabet: printable bytes map to themselves, the rest to U+0100 onwards.
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in keep]
-    return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(rest))]
-
-
-def write_roberta_tokenizer(hub_cache, vocab_size=clap.ROBERTA_VOCAB_SIZE):
-    """A roberta-base tokenizer in HF-cache layout: the real special tokens and size, few merges."""
-    snapshot = hub_cache / "models--roberta-base" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (hub_cache / "models--roberta-base" / "refs").mkdir()
-    (hub_cache / "models--roberta-base" / "refs" / "main").write_text("0" * 40)
-    merges = [("Ġ", "d"), ("Ġd", "o"), ("Ġdo", "g"), ("Ġ", "r"), ("a", "i"), ("Ġr", "ai"), ("Ġrai", "n")]
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for token in _byte_chars() + [a + b for a, b in merges]:
-        vocab[token] = len(vocab)
-    while len(vocab) < vocab_size - 1:
-        vocab[f"<unused{len(vocab)}>"] = len(vocab)
-    vocab["<mask>"] = len(vocab)
-    (snapshot / "vocab.json").write_text(json.dumps(vocab))
-    (snapshot / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-
-
 @pytest.fixture(scope="module")
 def hf_cache(tmp_path_factory):
     import huggingface_hub.constants as hub

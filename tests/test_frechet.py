@@ -123,3 +123,25 @@ def test_rank_deficient_self_distance_is_exactly_zero_not_negative():
     x = np.random.default_rng(5).standard_normal((12, 128)) * 8 + 3
     stats = GaussianStats(128).update(x)
     assert frechet_from_stats(stats, stats) == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("rows_per_clip,dim", [(1, 64), (2, 40), (3, 8)])
+def test_stacked_frechet_equals_the_covariance_route(rows_per_clip, dim):
+    # 20 clips: with 64 and 40 dimensions the rows are fewer than the dimensions (the SVD route); with
+    # 8 dimensions they are not (the covariance route). Both must give the same number.
+    rng = np.random.default_rng(6)
+    a = StackedClips([rng.standard_normal((rows_per_clip, dim)) * 3 + 1 for _ in range(20)])
+    b = StackedClips([rng.standard_normal((rows_per_clip, dim)) for _ in range(15)])
+    ca, cb = rng.multinomial(20, [1 / 20] * 20), rng.multinomial(15, [1 / 15] * 15)
+    for counts in ((None, None), (ca, cb)):
+        expected = frechet_from_stats(a.stats(counts[0]), b.stats(counts[1]))
+        assert a.frechet(b, *counts) == pytest.approx(expected, rel=1e-10)
+    assert a.frechet(a) == pytest.approx(0.0, abs=1e-8)  # rank-deficient self-distance, SVD route
+
+
+def test_stacked_frechet_rejects_nan_and_single_vectors():
+    good = StackedClips([np.ones((1, 8)), np.zeros((1, 8))])
+    with pytest.raises(ArithmeticError, match="NaN"):
+        StackedClips([np.full((1, 8), np.nan), np.zeros((1, 8))]).frechet(good)
+    with pytest.raises(ValueError, match="at least 2 vectors"):
+        good.frechet(good, np.array([1, 0]))

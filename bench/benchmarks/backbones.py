@@ -13,7 +13,9 @@ Untrained (seeded random) weights: the compute is the real network's, only the v
   subprocess; peak RSS (ru_maxrss) after building the backbone and after scoring. Streaming means the
   growth from 100 to 1000 clips is about what the stored embeddings take, not the audio.
 CLAP backbones need the roberta-base tokenizer in the Hugging Face cache even untrained; a backbone
-that cannot be built is reported and skipped.
+that cannot be built is reported and skipped; `--stand-in-tokenizer` times them with a tokenizer of
+the real size but few merges (the text side's cost barely depends on the merges). Nothing is
+downloaded: BENCH_OFFLINE=1 unless set.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 
 from bench.audio import write_audio
+from bench.benchmarks.stand_in_tokenizer import write_roberta_tokenizer
 from bench.datasets import load_manifest, synthetic_dataset
 from bench.errors import BenchError
 from bench.scoring import ScoreOptions, embed_set, score
@@ -137,6 +140,7 @@ def memory(name: str, sizes: list[int], sets: dict[int, tuple[Path, Path]], root
 
 
 def main() -> None:
+    os.environ.setdefault("BENCH_OFFLINE", "1")  # untrained weights need nothing; never wait on retries
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", action="append", help="only these backbones (default: every registered one)")
     parser.add_argument("--clips", type=int, default=16, help="clips for the throughput runs")
@@ -147,6 +151,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples in the memory runs")
     parser.add_argument("--only", choices=("throughput", "memory"), help="run one of the two measurements")
     parser.add_argument("--json", help="also write every measurement to this JSON file")
+    parser.add_argument("--stand-in-tokenizer", action="store_true",
+                        help="CLAP: use a temporary HF cache with a stand-in roberta-base tokenizer")
     # internal: one memory measurement in a fresh process
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--metric", "--gen", "--ref", "--cache"):
@@ -158,6 +164,13 @@ def main() -> None:
         return
 
     names = args.backbone or sorted(BACKBONES.load())
+    stand_in = None
+    if args.stand_in_tokenizer:
+        import huggingface_hub.constants as hub
+
+        stand_in = tempfile.TemporaryDirectory()
+        write_roberta_tokenizer(Path(stand_in.name))
+        os.environ["HF_HUB_CACHE"] = hub.HF_HUB_CACHE = stand_in.name  # the env var: for memory children
     skipped = [n for n in names if metric_for(n) is None]
     names = [n for n in names if n not in skipped]
     say = partial(print, flush=True)
@@ -209,6 +222,8 @@ def main() -> None:
                     say(f"{name:<{w}} {r['metric']:<26} {r['clips_per_set']:>5} {r['after_build_mib']:>16.0f} "
                         f"{r['peak_mib']:>9.0f} {r['peak_mib'] - r['after_build_mib']:>12.0f} "
                         f"{r['embeddings_mib']:>15.1f} {r['seconds']:>8.1f}")
+    if stand_in:
+        stand_in.cleanup()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
