@@ -18,8 +18,14 @@ EXAMPLES = """examples:
   bench compare RESULTS/records/a.json RESULTS/records/b.json --bootstrap 1000
   bench leaderboard --records bench-results/quickstart --format latex --out table.tex
   bench sanity --metric fad-vggish@audioldm --reference refs/ --require fad-vggish@audioldm:noise
+  bench train archisound --data builtin:synthetic --steps 300 --out runs/archisound --every 100
   bench train-evaluator --data labelled.jsonl --out evaluators/mel --steps 300 --seed 0
-exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results saved but not tracked"""
+  bench train-evaluator --task captioning --data builtin:synthetic --out evaluators/cap
+  bench select --generated gen.jsonl --top-k 1 --out best.jsonl   (SPICE + CIDEr-D, Diffsound)
+  bench run my_suite.toml --executor ray --ray-address auto      fan out over a Ray cluster
+  bench run my_suite.toml --check-determinism | bench sync bench-results/my_suite
+exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results saved but not tracked
+(push them with `bench sync`), 4 --check-determinism found differences"""
 
 
 def _cache_root(args) -> Path | None:
@@ -48,7 +54,9 @@ def cmd_run(args) -> int:
                          tracking_uri=args.tracking_uri, tracking=False if args.no_tracking else None,
                          force=args.force, progress=not args.quiet,
                          allow_download=False if args.offline else None,
-                         baseline=Path(args.baseline) if args.baseline else None)
+                         baseline=Path(args.baseline) if args.baseline else None,
+                         executor=args.executor, ray_address=args.ray_address,
+                         check_determinism=args.check_determinism)
     outcome = run_suite(suite, options, log=(lambda *a: None) if args.quiet else print)
     print()
     print(outcome.leaderboard.read_text())
@@ -60,6 +68,12 @@ def cmd_run(args) -> int:
     failed = [g for g in outcome.gates if not g.passed]
     if failed:
         print(f"{len(failed)} of {len(outcome.gates)} gate checks FAILED", file=sys.stderr)
+    for cell_id, fields in outcome.nondeterministic.items():
+        print(f"NOT DETERMINISTIC {cell_id}: {len(fields)} field(s) differ on recomputation:", file=sys.stderr)
+        for line in fields[:50]:
+            print(f"  {line}", file=sys.stderr)
+    if args.check_determinism and not outcome.nondeterministic and outcome.records:
+        print(f"determinism: {len(outcome.records)} cell(s) recomputed without caches, records identical")
     return outcome.exit_code
 
 
@@ -129,6 +143,21 @@ def cmd_weights(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_train(args) -> int:
+    from generators.training import TrainSettings, parse_overrides, train_generator
+
+    settings = TrainSettings(steps=args.steps, seed=args.seed, every=args.every, batch_size=args.batch_size,
+                             lr=args.lr, threads=args.threads)
+    outcome = train_generator(args.generator, args.data, Path(args.out), settings, size=args.size,
+                              overrides=parse_overrides(args.config), base_dir=Path.cwd(), progress=not args.quiet,
+                              log=(lambda *a: None) if args.quiet else print)
+    for path in outcome.checkpoints:
+        print(path)
+    if outcome.checkpoints:
+        print(f"use them: [[generators]] name = \"{args.generator}\" checkpoints = \"{Path(args.out) / 'step-*.pt'}\"")
+    return 0
+
+
 def cmd_list(args) -> int:
     from generators.base import GENERATORS
     from metrics.registry import all_metrics
@@ -160,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--baseline", metavar="RECORDS", help="records (directory or file) to compare against "
                      "in RESULTS_DIR/ci-summary.md (also appended to $GITHUB_STEP_SUMMARY when set)")
+    run.add_argument("--executor", choices=("local", "ray"), help="where generation and embedding run "
+                     "(default: the suite's `executor`, else local); ray: a Ray cluster, see --ray-address")
+    run.add_argument("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001; default: "
+                     "$RAY_ADDRESS, else a local Ray instance)")
+    run.add_argument("--check-determinism", action="store_true", help="recompute every cell with empty "
+                     "generation/embedding caches and diff against its record; exit 4 listing differing fields")
     run.set_defaults(func=cmd_run)
 
     sc = sub.add_parser("score", help="score existing audio (directory or manifest) against a reference")
@@ -190,6 +225,27 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="*", help="weights to fetch (default: all)")
     w.set_defaults(func=cmd_weights)
 
+    tr = sub.add_parser("train", help="train a reference generator (deterministic, checkpointed, resumable)",
+                        description="Train a trainable reference generator on a clip set. Checkpoints go to "
+                        "OUT/step-NNNNNN.pt every --every steps, the loss of every step to OUT/train_log.jsonl. "
+                        "Rerunning the same command continues from the latest checkpoint in OUT and ends with "
+                        "the same bytes as an uninterrupted run (for the same --threads).")
+    tr.add_argument("generator", help="trainable generator name, e.g. archisound (see `bench list`)")
+    tr.add_argument("--data", required=True, help="directory of audio, .jsonl/.csv manifest (captions used as "
+                    "text), or builtin:synthetic[?n_clips=140&seed=1&duration_s=4&sample_rate=16000]")
+    tr.add_argument("--steps", type=int, required=True, help="total optimisation steps (a rerun with more "
+                    "steps extends the run)")
+    tr.add_argument("--out", required=True, help="output folder for checkpoints and train_log.jsonl")
+    tr.add_argument("--seed", type=int, default=0, help="seeds the initialisation, batches and noise")
+    tr.add_argument("--every", type=int, default=100, help="checkpoint every K steps (and at the last step)")
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--lr", type=float, help="Adam learning rate (default: the config's lr)")
+    tr.add_argument("--size", default="tiny", help="named config size (tiny trains on a CPU in minutes)")
+    tr.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="override config keys (JSON values)")
+    tr.add_argument("--threads", type=int, default=1, help="intra-op threads (bit-identity needs the same count)")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
     ls = sub.add_parser("list", help="list generators and metrics with their protocols")
     ls.set_defaults(func=cmd_list)
 
@@ -199,11 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.sanity import add_parser as add_sanity_parser
     add_sanity_parser(sub)
 
+    from bench.sync import add_parser as add_sync_parser
+    add_sync_parser(sub)
+
     from bench.compare import add_parser as add_compare_parser
     add_compare_parser(sub)
 
     from bench.train_evaluator import add_parser as add_train_evaluator_parser
     add_train_evaluator_parser(sub)
+
+    from bench.select import add_parser as add_select_parser
+    add_select_parser(sub)
     return parser
 
 

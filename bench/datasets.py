@@ -34,6 +34,9 @@ class ClipRef:
     path: Path | None = None
     origin: str = ""                 # where the clip was declared: "refs.jsonl row 3" or a file path
     extra: tuple = ()                # (key, value) pairs of manifest columns we do not interpret
+    # Further captions of the same audio (caption metrics score against caption + references):
+    # JSONL a list of strings, CSV "a|b".
+    references: tuple[str, ...] = ()
 
 
 class ClipSet:
@@ -217,8 +220,20 @@ def _clip_from_record(record: dict, n: int, where: str, manifest: Path, require_
         raise ManifestError(f"{where}: field 'labels' must be a list of strings like [\"dog\", \"bark\"], "
                             f"got {json.dumps(labels)}")
 
-    extra = tuple((k, _freeze(v)) for k, v in record.items() if k not in ("id", "path", "caption", "labels"))
-    return ClipRef(clip_id, caption, labels, audio_path, f"{manifest} row {n}", extra)
+    references = record.get("references")
+    if references is None or (is_csv and not references.strip()):
+        references = ()
+    elif is_csv:
+        references = tuple(s.strip() for s in references.split("|") if s.strip())
+    elif isinstance(references, list) and all(isinstance(s, str) and s.strip() for s in references):
+        references = tuple(references)
+    else:
+        raise ManifestError(f"{where}: field 'references' must be a list of non-empty caption strings like "
+                            f"[\"a dog barks\", \"a dog is barking\"], got {json.dumps(references)}")
+
+    extra = tuple((k, _freeze(v)) for k, v in record.items()
+                  if k not in ("id", "path", "caption", "labels", "references"))
+    return ClipRef(clip_id, caption, labels, audio_path, f"{manifest} row {n}", extra, references)
 
 
 def _freeze(value):

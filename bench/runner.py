@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,17 @@ from tqdm import tqdm
 
 from bench.audio import write_audio
 from bench.cache import ArrayCache, default_cache_root, stable_hash
+from bench.crashpoints import crash_point
+from bench.determinism import record_differences, relocate
 from bench.datasets import load_manifest, open_clip_set
 from bench.errors import BenchError, ConfigError
+from bench.executors import Job, LocalExecutor, make_executor
 from bench.records import SCHEMA, read_record, write_record
 from bench.scoring import ScoreOptions, score
 from bench.suite import Cell, Gate, Suite
-from bench.tracking import TrackingError, default_tracking_uri, log_record
+from bench.sync import mark_unsynced, track
+from bench.tracking import TrackingError, default_tracking_uri
+from bench.generator_training import ensure_generator_training, resolve_trained_cells
 from bench.train_evaluator import ensure_evaluators
 from bench.versions import git_revision, library_versions
 from bench.weights import sha256_file
@@ -40,6 +47,9 @@ class RunOptions:
     progress: bool = True
     allow_download: bool | None = None
     baseline: Path | None = None  # records that ci-summary.md compares this run against
+    executor: str | None = None  # "local" | "ray"; None: the suite decides (default local)
+    ray_address: str | None = None  # overrides the suite's [executor] address
+    check_determinism: bool = False  # recompute every cell without caches and diff the records
 
 
 @dataclass
@@ -66,6 +76,7 @@ class RunOutcome:
     errors: list[str] = field(default_factory=list)  # cells that could not be computed
     tracking_errors: list[str] = field(default_factory=list)
     leaderboard: Path | None = None
+    nondeterministic: dict[str, list[str]] = field(default_factory=dict)  # cell id -> differing fields
 
     @property
     def exit_code(self) -> int:
@@ -73,6 +84,8 @@ class RunOutcome:
             return 2
         if any(not g.passed for g in self.gates):
             return 1
+        if self.nondeterministic:
+            return 4
         return 3 if self.tracking_errors else 0
 
 
@@ -110,11 +123,18 @@ def _safe_name(prompt: Prompt, k: int, samples_per_prompt: int) -> str:
     return f"{stem}_s{k}.wav" if samples_per_prompt > 1 else f"{stem}.wav"
 
 
+def _generate(generator, request: GenerationRequest) -> list:
+    return generator.generate(request)
+
+
 def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path | None, out_dir: Path,
-                  progress: bool) -> tuple[object, dict]:
+                  progress: bool, executor=None) -> tuple[object, dict]:
     """Generate (or take from the cache) every sample of a cell; return the generated set and a summary."""
-    generator = build_generator(cell.generator, cell.checkpoint, GeneratorContext(reference, cell.resampler))
-    ckpt_hash = sha256_file(Path(cell.checkpoint)) if cell.checkpoint else None
+    context = GeneratorContext(reference, cell.resampler)
+    generator = build_generator(cell.generator, cell.checkpoint, context)
+    # generators whose checkpoint is a folder or a hub repo id say what identifies it (`checkpoint_sha256`)
+    ckpt_hash = getattr(generator, "checkpoint_sha256", None) or (
+        sha256_file(Path(cell.checkpoint)) if cell.checkpoint else None)
     cache = ArrayCache(cache_root or default_cache_root(), "generated")
     base = {"generator": cell.generator, "generator_version": generator.version, "checkpoint_sha256": ckpt_hash,
             "seed": cell.seed, "steps": cell.steps, "guidance": cell.guidance, "duration_s": cell.duration_s,
@@ -137,14 +157,18 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
     seconds = 0.0
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), unit="prompt", disable=not progress,
                desc=f"generate {cell.label}")
-    for start in range(0, len(todo), cell.batch_size):
-        batch = tuple(todo[start:start + cell.batch_size])
-        request = GenerationRequest(prompts=batch, seed=cell.seed, duration_s=cell.duration_s,
-                                    sample_rate=cell.sample_rate, steps=cell.steps, guidance=cell.guidance,
-                                    samples_per_prompt=cell.samples_per_prompt)
-        t0 = time.perf_counter()
-        outputs = generator.generate(request)
+    requests = [GenerationRequest(prompts=tuple(todo[start:start + cell.batch_size]), seed=cell.seed,
+                                  duration_s=cell.duration_s, sample_rate=cell.sample_rate, steps=cell.steps,
+                                  guidance=cell.guidance, samples_per_prompt=cell.samples_per_prompt)
+                for start in range(0, len(todo), cell.batch_size)]
+    job = Job(key=f"generate:{cell.generator}:{cell.checkpoint}:{ckpt_hash}:{cell.resampler}",
+              build=build_generator, args=(cell.generator, cell.checkpoint, context), run=_generate,
+              local=generator)
+    # Time per batch as the driver sees it (with Ray: wall time, including waiting for the cluster).
+    t0 = time.perf_counter()
+    for request, outputs in zip(requests, (executor or LocalExecutor()).map(job, requests)):
         seconds += time.perf_counter() - t0
+        batch = request.prompts
         by_id = {p.id: p for p in batch}
         for audio in outputs:
             if audio.sample_rate != cell.sample_rate:
@@ -154,7 +178,9 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
                       {"waveform": audio.waveform,
                        "metadata": np.frombuffer(json.dumps(audio.metadata, sort_keys=True).encode(), np.uint8)})
             samples[(audio.prompt_id, audio.sample_index)] = (audio.waveform, audio.metadata)
+        crash_point("generate")
         bar.update(len(batch))
+        t0 = time.perf_counter()
     bar.close()
 
     rows = []
@@ -182,7 +208,8 @@ def _cell_hash(cell: Cell, suite: Suite, reference, prompts: list[Prompt]) -> st
     return stable_hash({"cell": cell.params(), "metrics": suite.metrics, "reference": reference.fingerprint(),
                         "prompts": [(p.id, p.text) for p in prompts], "weights": suite.weights,
                         "scoring": suite.scoring, "schema": SCHEMA,
-                        **({"evaluators": suite.evaluators} if suite.evaluators else {})})
+                        **({"evaluators": suite.evaluators} if suite.evaluators else {}),
+                        **({"training": suite.training} if suite.training else {})})
 
 
 def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: ScoreOptions, results_dir: Path,
@@ -197,7 +224,9 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
                 return record
         except BenchError:
             pass  # unreadable or foreign: recompute and overwrite
-    generated, gen = generate_cell(cell, prompts, reference, options.cache_root, cell_dir, options.progress)
+    # Generated audio lives in the same cache root as embeddings, so one override bypasses both.
+    generated, gen = generate_cell(cell, prompts, reference, score_options.cache_root, cell_dir, options.progress,
+                                   score_options.executor)
     t0 = time.perf_counter()
     results = score(suite.metrics, generated, reference, score_options)
     score_seconds = time.perf_counter() - t0
@@ -224,19 +253,28 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
     return record
 
 
-def _track(record: dict, uri: str, experiment: str, results_dir: Path) -> None:
-    """Log once per (record, tracking target); the sidecar remembers what was logged where."""
-    sidecar = results_dir / "records" / f"{record['cell_id']}.tracking.json"
-    digest = stable_hash(record)
+def check_determinism(suite: Suite, reference, prompts, score_options: ScoreOptions, results_dir: Path,
+                      options: RunOptions, records: list[dict], log=print) -> dict[str, list[str]]:
+    """Recompute each recorded cell with empty generation/embedding caches; the fields that differ, per cell."""
+    cells = {c.id: c for c in suite.cells}
+    differing = {}
+    scratch = Path(tempfile.mkdtemp(prefix="determinism-", dir=results_dir))
     try:
-        done = json.loads(sidecar.read_text())
-        if done.get("uri") == uri and done.get("record_sha256") == digest:
-            return
-    except (OSError, ValueError):
-        pass
-    run_id = log_record(record, uri, experiment, results_dir / "mlartifacts" if uri.startswith("sqlite") else None)
-    sidecar.write_text(json.dumps({"uri": uri, "experiment": experiment, "run_id": run_id,
-                                   "record_sha256": digest}, indent=2) + "\n")
+        for record in records:
+            cell = cells[record["cell_id"]]
+            log(f"determinism: recomputing {cell.id} without caches")
+            fresh_options = replace(score_options, cache_root=scratch / "cache")
+            again = _run_cell(cell, suite, reference, prompts, fresh_options, scratch / "results",
+                              replace(options, force=True))
+            found = record_differences(record, relocate(again, scratch / "results", results_dir))
+            log(f"  {'identical' if not found else f'{len(found)} field(s) differ'}")
+            if found:
+                differing[cell.id] = found
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report = {"identical": not differing, "cells": [r["cell_id"] for r in records], "differences": differing}
+    (results_dir / "determinism.json").write_text(json.dumps(report, indent=2) + "\n")
+    return differing
 
 
 def evaluate_gates(gates: list[Gate], records: list[dict]) -> list[GateResult]:
@@ -261,12 +299,20 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     prompts = build_prompts(suite, reference)
     # Evaluators the suite trains itself ([evaluators]): trained once, then reused from the cache.
     trained = ensure_evaluators(suite.evaluators, suite.base_dir, options.cache_root, options.progress, log)
-    score_options = _score_options(suite, options, trained)
+    # Generators the suite trains itself ([training]): trained once, `training:RUN/...` cells get their files.
+    suite = resolve_trained_cells(suite, ensure_generator_training(suite.training, suite.base_dir,
+                                                                   options.cache_root, options.progress, log))
+    executor_spec = suite.executor
+    executor = make_executor(options.executor or executor_spec.get("name"),
+                             options.ray_address or executor_spec.get("address"), executor_spec.get("max_in_flight"))
+    score_options = replace(_score_options(suite, options, trained), executor=executor)
     tracking_on = options.tracking if options.tracking is not None else suite.tracking.get("enabled", True)
     uri = options.tracking_uri or suite.tracking.get("uri") or default_tracking_uri(results_dir)
     experiment = suite.tracking.get("experiment", suite.name)
     log(f"suite {suite.name}: {len(suite.cells)} cells x {len(suite.metrics)} metrics, "
-        f"{len(prompts)} prompts, reference {reference.name} ({len(reference)} clips) -> {results_dir}")
+        f"{len(prompts)} prompts, reference {reference.name} ({len(reference)} clips) -> {results_dir}"
+        + (f", executor {executor.name}" if executor.name != "local" else ""))
+    tracking_down = None  # after the first failure, later cells are marked unsynced without waiting again
     for i, cell in enumerate(suite.cells, 1):
         log(f"[{i}/{len(suite.cells)}] {cell.id}")
         try:
@@ -276,17 +322,27 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
             log(f"  error: {exc}")
             continue
         outcome.records.append(record)
-        if tracking_on:
+        if tracking_on and tracking_down:
+            mark_unsynced(record, uri, experiment, results_dir, f"not tried: {tracking_down}")
+            outcome.tracking_errors.append(f"{cell.id}: not logged (tracking unavailable); run `bench sync "
+                                           f"{results_dir}` later")
+        elif tracking_on:
             try:
-                _track(record, uri, experiment, results_dir)
+                track(record, uri, experiment, results_dir)
             except TrackingError as exc:
+                tracking_down = str(exc)
                 outcome.tracking_errors.append(str(exc))
-                log(f"  tracking error (record kept on disk): {exc}")
+                log(f"  tracking error (record kept on disk, marked unsynced; push it later with "
+                    f"`bench sync {results_dir}`): {exc}")
+    if options.check_determinism:
+        outcome.nondeterministic = check_determinism(suite, reference, prompts, score_options, results_dir,
+                                                     options, outcome.records, log)
     outcome.gates = evaluate_gates(suite.gates, outcome.records)
     outcome.leaderboard = results_dir / "leaderboard.md"
     outcome.leaderboard.write_text(markdown.render(outcome.records, title=f"{suite.name} leaderboard"))
     summary = {"suite": suite.name, "exit_code": outcome.exit_code, "errors": outcome.errors,
                "tracking_errors": outcome.tracking_errors, "tracking_uri": uri if tracking_on else None,
+               **({"nondeterministic": outcome.nondeterministic} if options.check_determinism else {}),
                "records": [str(results_dir / "records" / f"{r['cell_id']}.json") for r in outcome.records],
                "gates": [g.line() for g in outcome.gates]}
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

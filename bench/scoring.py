@@ -16,8 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.audio import check_waveform, is_silent
-from bench.cache import ArrayCache, default_cache_root
+from bench.cache import ArrayCache, default_cache_root, stable_hash
+from bench.crashpoints import crash_point
 from bench.errors import AudioError, BenchError, ConfigError
+from bench.executors import Job, LocalExecutor
 from bench.versions import library_versions
 from metrics.backbones.base import Backbone, WeightsChoice, load_backbone
 from metrics.protocols import EmbeddingProtocol
@@ -34,12 +36,14 @@ class ScoreOptions:
     cache_root: Path | None = None
     batch_size: int = 32
     workers: int = 2
-    chunk_clips: int = 64
+    # Clips per unit of durable progress (cached before the next starts); None: batch_size clips.
+    chunk_clips: int | None = None
     bootstrap: int = 200  # resamples for confidence intervals; 0 disables them
     bootstrap_seed: int = 0
     ci_level: float = 0.95
     pairing: str = "strict"  # paired metrics: "strict" (every id paired) or "audioldm-99" (opt-in)
     progress: bool = True
+    executor: object = None  # bench.executors.LocalExecutor / RayExecutor; None: in this process
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -63,6 +67,7 @@ class SetEmbeddings:
     durations_s: list[float]
     silent: list[bool]
     text: np.ndarray | None = None  # caption embeddings [n_clips, dim], for text-audio metrics
+    references: list[tuple[str, ...]] | None = None  # extra reference captions per clip, caption metrics
 
     def per_clip(self, output: str = "embedding") -> list[np.ndarray]:
         return self.outputs[output]
@@ -106,14 +111,31 @@ def embed_examples(backbone: Backbone, inputs: list[np.ndarray], batch_size: int
     return out
 
 
-def _process_chunk(clipset, clips, protocol: EmbeddingProtocol, backbone: Backbone, pool, batch_size):
-    def prepare(clip):
-        wave, rate = clipset.load(clip)
-        check_waveform(wave, clip.origin)
-        return protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
+@dataclass
+class _Embedder:
+    """What an executor's worker needs to turn decoded clips into backbone outputs."""
 
-    prepared = list(pool.map(prepare, clips))
-    flat = embed_examples(backbone, [p[0] for p in prepared], batch_size)
+    backbone: Backbone
+    protocol: EmbeddingProtocol
+    batch_size: int
+    workers: int
+
+
+def _build_embedder(backbone_name: str, weights: WeightsChoice, protocol: EmbeddingProtocol, batch_size: int,
+                    workers: int) -> _Embedder:
+    return _Embedder(load_backbone(backbone_name, weights), protocol, batch_size, workers)
+
+
+def _embed_chunk(embedder: _Embedder, decoded: list[tuple[np.ndarray, int, str]]):
+    """(waveform, rate, origin) per clip -> (outputs, duration_s, silent) per clip."""
+    def prepare(item):
+        wave, rate, origin = item
+        check_waveform(wave, origin)
+        return embedder.protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
+
+    with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
+        prepared = list(pool.map(prepare, decoded))
+    flat = embed_examples(embedder.backbone, [p[0] for p in prepared], embedder.batch_size)
     bounds = np.cumsum([len(p[0]) for p in prepared])[:-1]
     per_output = {name: np.split(values, bounds) for name, values in flat.items()}
     return [({name: parts[i] for name, parts in per_output.items()}, dur, silent)
@@ -148,15 +170,25 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
                                 bool(entry["silent"]))
     bar = tqdm(total=len(clipset), initial=len(results), unit="clip", disable=not options.progress,
                desc=f"{protocol.id} {label}".strip())
+    step = options.chunk_clips or options.batch_size
+    chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
+    job = Job(key=f"embed:{protocol.id}:{options.batch_size}:{options.workers}:{stable_hash(repr(options.weights))}",
+              build=_build_embedder,
+              args=(protocol.backbone, options.weights, protocol, options.batch_size, options.workers),
+              run=_embed_chunk, local=_Embedder(backbone, protocol, options.batch_size, options.workers))
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-        for start in range(0, len(todo), options.chunk_clips):
-            chunk = todo[start:start + options.chunk_clips]
-            for clip, (outs, dur, silent) in zip(chunk, _process_chunk(clipset, chunk, protocol, backbone,
-                                                                       pool, options.batch_size)):
+        def decoded():  # lazily, so only the chunks in flight are held in memory
+            for chunk in chunks:
+                yield list(pool.map(lambda c: (*clipset.load(c), c.origin), chunk))
+
+        executor = options.executor or LocalExecutor()
+        for chunk, embedded in zip(chunks, executor.map(job, decoded())):
+            for clip, (outs, dur, silent) in zip(chunk, embedded):
                 clip_cache.put({**base_key, "clip_hash": clipset.clip_hash(clip)},
                                {**{f"out.{n}": v for n, v in outs.items()}, "duration": np.float64(dur),
                                 "silent": np.bool_(silent)})
                 results[clip.id] = (outs, dur, silent)
+            crash_point("embed")
             bar.update(len(chunk))
     bar.close()
 
@@ -256,6 +288,8 @@ def score(metric_ids: list[str], generated, reference, options: ScoreOptions) ->
             _require_outputs(ref, "reference", metric)
         if metric.kind == "text-audio":
             gen.text = embed_captions(gen, metric.protocol, backbone, options)
+        if metric.kind == "caption":
+            gen.references = [c.references for c in generated.clips]
         try:
             computed = metric.compute(gen, ref, options)
         except ArithmeticError as exc:

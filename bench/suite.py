@@ -17,7 +17,7 @@ from bench.cache import stable_hash
 from bench.errors import ConfigError
 
 _TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "generation", "generators",
-             "metrics", "weights", "scoring", "tracking", "gates", "evaluators"}
+             "metrics", "weights", "scoring", "tracking", "gates", "evaluators", "executor", "training"}
 _GENERATION_KEYS = {"seeds", "duration_s", "sample_rates", "samples_per_prompt", "resampler", "steps",
                     "guidance", "batch_size"}
 _GENERATOR_KEYS = _GENERATION_KEYS | {"name", "checkpoints", "label"}
@@ -61,9 +61,13 @@ class Cell:
     samples_per_prompt: int
     resampler: str
     batch_size: int
+    # Identity of a suite-trained checkpoint ("training:RUN/step-000100.pt") when `checkpoint` is its file
+    # in the cache (bench.generator_training): ids and hashes use the name, not the machine's path.
+    checkpoint_name: str | None = None
 
     def params(self) -> dict:
-        return {"generator": self.generator, "label": self.label, "checkpoint": self.checkpoint,
+        return {"generator": self.generator, "label": self.label,
+                "checkpoint": self.checkpoint_name or self.checkpoint,
                 "seed": self.seed, "steps": self.steps, "guidance": self.guidance,
                 "sample_rate": self.sample_rate, "duration_s": self.duration_s,
                 "samples_per_prompt": self.samples_per_prompt, "resampler": self.resampler}
@@ -72,7 +76,7 @@ class Cell:
     def id(self) -> str:
         parts = [self.label, f"seed{self.seed}", f"sr{self.sample_rate}"]
         if self.checkpoint:
-            parts.insert(1, re.sub(r"[^A-Za-z0-9.-]+", "-", Path(self.checkpoint).stem))
+            parts.insert(1, re.sub(r"[^A-Za-z0-9.-]+", "-", Path(self.checkpoint_name or self.checkpoint).stem))
         if self.steps is not None:
             parts.append(f"steps{self.steps}")
         if self.guidance is not None:
@@ -99,6 +103,9 @@ class Suite:
     raw: dict = field(default_factory=dict)
     # Backbones trained before scoring (bench.train_evaluator), e.g. {"mel-inception": {"data": ...}}.
     evaluators: dict = field(default_factory=dict)
+    executor: dict = field(default_factory=dict)  # {name: "local"|"ray", address, max_in_flight}
+    # Generators trained before generation (bench.generator_training), {run: {generator, data, steps, ...}}.
+    training: dict = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -142,11 +149,19 @@ def parse_gate(entry, source: str) -> Gate:
     return Gate(m["metric"], m["op"], float(m["value"]), entry.get("generator"))
 
 
-def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str) -> list[str | None]:
+def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str, training: dict) -> list[str | None]:
     if patterns is None:
         return [None]
     out: list[str | None] = []
     for pattern in _as_list(patterns, source, f"generators.{name}.checkpoints", str):
+        if pattern.startswith("training:"):  # checkpoints of a [training.RUN] the suite trains itself
+            from bench.generator_training import expand_training_checkpoints
+
+            out.extend(expand_training_checkpoints(pattern, training, source, name))
+            continue
+        if pattern.startswith("hf://"):  # a hub repo id (e.g. hf://cvssp/audioldm2): not a path, no glob
+            out.append(pattern)
+            continue
         full = pattern if Path(pattern).is_absolute() else str(base_dir / pattern)
         matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
         if not matches:
@@ -173,6 +188,12 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     from bench.train_evaluator import check_suite_table
 
     evaluators = check_suite_table(raw.get("evaluators", {}), source)
+    from bench.executors import parse_executor
+
+    executor = parse_executor(raw.get("executor"), source)
+    from bench.generator_training import check_training_table
+
+    training = check_training_table(raw.get("training", {}), source)
 
     metrics = _as_list(raw["metrics"], source, "metrics", str)
     if not metrics:
@@ -200,7 +221,7 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
             raise ConfigError(f"{source}: {exc}") from exc
         opt = {**generation, **entry}
         where = f"{source} generator {name!r}"
-        for ckpt in _expand_checkpoints(entry.get("checkpoints"), base_dir, source, name):
+        for ckpt in _expand_checkpoints(entry.get("checkpoints"), base_dir, source, name, training):
             for seed in _as_list(opt.get("seeds", [0]), where, "seeds", int):
                 for steps in _as_list(opt.get("steps", [None]), where, "steps", int):
                     for guidance in _as_list(opt.get("guidance", [None]), where, "guidance", (int, float)):
@@ -232,7 +253,7 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     return Suite(name=name, path=path, base_dir=base_dir, description=str(raw.get("description", "")),
                  results_dir=results_dir, reference=raw["reference"], prompts=prompts, cells=cells,
                  metrics=metrics, weights=weights, scoring=scoring, tracking=tracking, gates=gates, raw=raw,
-                 evaluators=evaluators)
+                 evaluators=evaluators, executor=executor, training=training)
 
 
 def load_suite(path: str | Path | None) -> Suite:

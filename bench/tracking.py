@@ -64,7 +64,8 @@ def _tags(record: dict) -> dict[str, str]:
     return tags
 
 
-def log_record(record: dict, tracking_uri: str, experiment: str, artifact_dir: Path | None = None) -> str:
+def log_record(record: dict, tracking_uri: str, experiment: str, artifact_dir: Path | None = None,
+               extra_tags: dict[str, str] | None = None) -> str:
     """Create one MLflow run for a cell's record; return its run id."""
     # MLflow announces its database migrations at INFO level on every new store: noise for our users.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -79,13 +80,14 @@ def log_record(record: dict, tracking_uri: str, experiment: str, artifact_dir: P
             exp_id = client.create_experiment(experiment, artifact_location=location)
         else:
             exp_id = exp.experiment_id
-        run = client.create_run(exp_id, run_name=record["cell_id"])
+        # Identity tags go on at creation, so a run cut off before its data is logged is still findable.
+        run = client.create_run(exp_id, run_name=record["cell_id"], tags=extra_tags or None)
         run_id = run.info.run_id
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), 0, 0) for k, v in _metrics(record).items()],
             params=[Param(k, v) for k, v in _params(record).items()],
-            tags=[RunTag(k, v) for k, v in _tags(record).items()])
+            tags=[RunTag(k, v) for k, v in {**_tags(record), **(extra_tags or {})}.items()])
         client.log_dict(run_id, record, "record.json")
         client.set_terminated(run_id)
         return run_id

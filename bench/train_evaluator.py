@@ -366,6 +366,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train-evaluator", help="train the mel-inception evaluator (fid-mel / kl-mel) on labelled clips",
                        description="Train Diffsound's InceptionV3-style log-mel classifier on the first label of "
                                    "each clip. Rerunning the same command resumes from the last checkpoint.")
+    p.add_argument("--task", choices=("classification", "captioning"), default="classification",
+                   help="classification: the mel-inception evaluator (first label of each clip); captioning: "
+                        "the small captioner for caption-*@trained metrics (caption + references of each clip; "
+                        "--config tiny|small, writes small-captioner.pt)")
     p.add_argument("--data", required=True, help="labelled set: manifest (.jsonl/.csv with labels), folder, or "
                    "builtin:synthetic[?n_clips=140&seed=1&duration_s=4&sample_rate=16000]")
     p.add_argument("--out", required=True, help="output folder: checkpoints/, mel-inception.pt, mel-inception.json")
@@ -386,6 +390,10 @@ def add_parser(sub) -> None:
 
 
 def _cmd(args) -> int:
+    if args.task == "captioning":
+        from bench.train_captioner import cmd
+
+        return cmd(args)
     if args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     spec = TrainSpec(config=args.config, steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,

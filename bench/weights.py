@@ -52,6 +52,7 @@ def all_cards() -> Registry:
     from metrics.backbones.base import BACKBONES
 
     BACKBONES.load()  # imports plugin backbones, which register their checkpoints
+    import generators.dac_codec  # noqa: F401  (registers the DAC codec checkpoint)
     return KNOWN_WEIGHTS
 
 

@@ -99,7 +99,10 @@ class GeneratorContext:
 
 GeneratorFactory = Callable[[str | None, GeneratorContext], Generator]
 # name -> (factory, one-line summary); plugins: entry-point group "bench.generators".
-GENERATORS = Registry("generator", ("generators.baselines",), "bench.generators")
+GENERATORS = Registry("generator", ("generators.baselines", "generators.archisound",
+                                    "generators.audioldm2", "generators.dac_resynthesis", "generators.discodiff",
+                                    "generators.diffsound", "generators.srcgaudio"),
+                      "bench.generators")
 
 
 def register_generator(name: str, summary: str):

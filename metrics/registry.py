@@ -9,7 +9,7 @@ from bench.registry import Registry
 from metrics.protocols import EmbeddingProtocol
 
 
-METRIC_KINDS = ("set", "paired", "generated", "text-audio")
+METRIC_KINDS = ("set", "paired", "generated", "text-audio", "caption")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class MetricDef:
     lineage: str  # which papers / toolkits this preset reproduces
     compute: Callable  # (generated: SetEmbeddings, reference: SetEmbeddings | None, options) -> dict
     # "set": generated vs reference distributions; "paired": clip-by-clip by id; "generated": no
-    # reference (IS); "text-audio": generated audio vs its captions (CLAP score).
+    # reference (IS); "text-audio": generated audio vs its captions (CLAP score); "caption": a captioner's
+    # caption of each clip vs the clip's prompt and reference captions (CIDEr-D, SPICE).
     kind: str = "set"
     output: str = "embedding"  # which backbone output the kernel reads
     min_items: int = 2  # fewest outputs per set the kernel can use
@@ -62,7 +63,8 @@ class MetricDef:
 # metrics.distance_variants stays last: it derives FAD-inf and KAD from every Fréchet metric (its deriver
 # hook also catches metrics registered after it, e.g. by plugins).
 METRICS = Registry("metric", ("metrics.fad", "metrics.panns_metrics", "metrics.passt_metrics",
-                              "metrics.clap_metrics", "metrics.mel_metrics", "metrics.distance_variants"),
+                              "metrics.clap_metrics", "metrics.mel_metrics", "metrics.caption_metrics",
+                              "metrics.distance_variants"),
                    "bench.metrics")
 
 

@@ -25,7 +25,10 @@ def test_quickstart_is_valid_and_offline():
     suite = load_suite(None)
     assert suite.name == "quickstart"
     assert suite.weights["mode"] == "untrained"  # runs with no download
-    assert {c.generator for c in suite.cells} == {"reference", "noise", "silence"}
+    assert {c.generator for c in suite.cells} == {"reference", "noise", "silence", "archisound"}
+    # two checkpoints of one generator the suite trains itself (bench.generator_training)
+    assert [c.checkpoint for c in suite.cells if c.generator == "archisound"] == [
+        "training:archisound-tiny/step-000100.pt", "training:archisound-tiny/step-000200.pt"]
     assert suite.gates
 
 

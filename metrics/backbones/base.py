@@ -55,6 +55,8 @@ class Backbone:
     embed: Callable[[np.ndarray], dict[str, np.ndarray]]  # batched inputs -> {name: float32 [N, dim]}
     device: str = "cpu"
     embed_text: Callable[[list[str]], np.ndarray] | None = None  # text-audio backbones (CLAP)
+    # Captioners (metrics.backbones.captioner): their "tokens" output rows -> caption strings.
+    decode: Callable[[np.ndarray], list[str]] | None = None
 
     @property
     def untrained(self) -> bool:
@@ -77,7 +79,8 @@ BackboneBuilder = Callable[[WeightsChoice], Backbone]
 # name -> builder; plugins: entry-point group "bench.backbones".
 BACKBONES = Registry("backbone", ("metrics.backbones.vggish_backbone", "metrics.backbones.panns",
                                   "metrics.backbones.passt", "metrics.backbones.clap",
-                                  "metrics.backbones.mel_inception"), "bench.backbones")
+                                  "metrics.backbones.mel_inception", "metrics.backbones.captioner_whisper",
+                                  "metrics.backbones.captioner_small"), "bench.backbones")
 register_backbone = BACKBONES.register
 _LOADED: dict[tuple, Backbone] = {}
 

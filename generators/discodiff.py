@@ -1,0 +1,276 @@
+"""DiscoDiff (Lanzendoerfer et al. 2024): coarse-to-fine v-diffusion on DAC latents.
+
+- Latents: DAC's latent query (dac_codec.latent_query): X_0..X_8, one d=8 codebook entry per frame and
+  codebook. Primary latent X_pri = X_0; secondary X_sec = concat(X_1..X_8).
+- Primary model: denoises X_pri from text. Secondary model: denoises X_sec from text with the clean X_0
+  concatenated to its input (trained on ground-truth X_0, sampled on the snapped generated X_0).
+- v-objective, L1 loss (paper section 3.3 / appendix A): t ~ U[0, 1], alpha = cos(pi t / 2),
+  sigma = sin(pi t / 2), x_t = alpha x0 + sigma eps, v = alpha eps - sigma x0. Sampler: `steps` DDIM steps
+  from t = 1 to 0 (x0_hat = alpha x_t - sigma v, eps_hat = sigma x_t + alpha v); classifier-free guidance
+  v = v_uncond + g (v_cond - v_uncond), the caption dropped with probability cond_drop in training.
+- Reconstruction (eq. 4): snap each latent to the nearest entry of its codebook, sum the out-projections,
+  DAC-decode at 44.1 kHz.
+- `discodiff-secondary-only` (the paper's "w/ PL"): the secondary model given the reference clip's
+  ground-truth X_0.
+
+Both models live in one module and train with one loss (their sum); they share nothing but the text encoder.
+Text encoders are pluggable (generators.text_encoders); the denoisers take the encoder's mean-pooled
+tokens. The built-in "hashed-words" downloads nothing; the paper's frozen Flan-T5 plugs in the same way.
+
+Determinism: each sample runs alone (batch of one) from its own sample_rng: primary noise, then secondary
+noise, drawn in that order, so the output does not depend on batch size or order.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import ConfigError
+from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
+                             check_request, register_generator, sample_rng)
+from generators.dac_codec import TINY_CONFIG, DACCodec, load_codec, random_codec
+from generators.dac_resynthesis import ReferenceAudio
+from generators.text_encoders import build_text_encoder, mean_pool
+from generators.training import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
+
+VERSION = "1"
+MAX_STEPS = 1000
+
+SIZES = {
+    # tiny: the tiny untrained DAC (hop 64) and ~0.3M-parameter denoisers; trains on a CPU in minutes.
+    "tiny": {"codec": "untrained-tiny", "codec_config": TINY_CONFIG, "codec_seed": 0, "width": 64, "depth": 4,
+             "emb_dim": 64, "text_dim": 64, "duration_s": 0.5, "lr": 2e-3},
+    # dac: the released 44.1 kHz DAC from the cache (`bench weights fetch dac-44khz`), wider denoisers.
+    "dac": {"codec": "dac-44khz", "codec_config": None, "codec_seed": 0, "width": 256, "depth": 8,
+            "emb_dim": 256, "text_dim": 256, "duration_s": 5.0, "lr": 3e-4},
+}
+_COMMON = {"sample_rate": 44100, "n_codebooks": 9, "codebook_dim": 8, "text_encoder": "hashed-words",
+           "text_vocab": 4096, "text_max_words": 24, "cond_drop": 0.1, "latent_scale": 1.0, "default_steps": 25,
+           "default_guidance": 2.0}
+
+
+# ------------------------------------------------------------------------------------------ denoiser
+
+def time_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = t[:, None] * 1000.0 * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """Dilated conv block with FiLM from the (time + text) embedding."""
+
+    def __init__(self, width: int, emb_dim: int, dilation: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(8, width), nn.GroupNorm(8, width)
+        self.conv1 = nn.Conv1d(width, width, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv1d(width, width, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * width)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(emb)[:, :, None].chunk(2, dim=1)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h) * (1 + scale) + shift
+        return x + self.conv2(F.silu(h))
+
+
+class Denoiser(nn.Module):
+    """v-prediction for `channels` latent channels, optionally conditioned on `cond_channels` clean ones."""
+
+    def __init__(self, channels: int, cond_channels: int, width: int, depth: int, emb_dim: int):
+        super().__init__()
+        self.emb_dim = emb_dim
+        self.inp = nn.Conv1d(channels + cond_channels, width, 3, padding=1)
+        self.time = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.blocks = nn.ModuleList(ResBlock(width, emb_dim, 2 ** (i % 4)) for i in range(depth))
+        self.out = nn.Conv1d(width, channels, 3, padding=1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, cond: torch.Tensor | None = None):
+        h = self.inp(x_t if cond is None else torch.cat([cond, x_t], dim=1))
+        emb = self.time(time_features(t, self.emb_dim)) + text
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(h)
+
+
+class DiscoDiffNet(nn.Module):
+    """Primary + secondary denoisers and the text encoder. The codec is held outside the state dict
+    (frozen, and 77M parameters for the real DAC): `codec` is attached by `build`."""
+
+    def __init__(self, config: dict, codec: DACCodec):
+        super().__init__()
+        d, k = config["codebook_dim"], config["n_codebooks"]
+        if codec.n_codebooks != k or codec.codebook_dim != d:
+            raise ConfigError(f"discodiff config wants {k} codebooks of dim {d}; the codec has "
+                              f"{codec.n_codebooks} of dim {codec.codebook_dim}")
+        self.config = config
+        self.text = build_text_encoder(config)
+        self.text_proj = nn.Linear(config["text_dim"], config["emb_dim"])
+        self.primary = Denoiser(d, 0, config["width"], config["depth"], config["emb_dim"])
+        self.secondary = Denoiser((k - 1) * d, d, config["width"], config["depth"], config["emb_dim"])
+        self._codec = (codec,)  # a tuple keeps it out of parameters() and state_dict()
+
+    @property
+    def codec(self) -> DACCodec:
+        return self._codec[0]
+
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> [B, emb_dim]: the encoder's tokens mean-pooled, projected to the denoisers' width."""
+        return self.text_proj(mean_pool(*self.text(captions)))
+
+    @torch.no_grad()
+    def latents(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio [B, 1, N] -> (X_pri [B, d, T], X_sec [B, (K-1) d, T]), divided by latent_scale."""
+        _, xs = self.codec.latent_query(self.codec.encode(audio))
+        scale = self.config["latent_scale"]
+        return xs[0] / scale, torch.cat(xs[1:], dim=1) / scale
+
+    @torch.no_grad()
+    def reconstruct(self, x_pri: torch.Tensor, x_sec: torch.Tensor) -> torch.Tensor:
+        """Eq. 4: snap every latent to its codebook, sum out-projections, decode -> [B, 1, N]."""
+        d, scale = self.config["codebook_dim"], self.config["latent_scale"]
+        parts = [x_pri * scale] + list((x_sec * scale).split(d, dim=1))
+        snapped = [self.codec.snap(x, i) for i, x in enumerate(parts)]
+        return self.codec.decode(self.codec.embed(snapped))
+
+
+def v_target(x0: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(t, x_t, v) for clean x0, all randomness from rng."""
+    t = torch.rand(x0.shape[0], generator=rng)
+    eps = torch.randn(x0.shape, generator=rng)
+    alpha, sigma = torch.cos(t * math.pi / 2)[:, None, None], torch.sin(t * math.pi / 2)[:, None, None]
+    return t, alpha * x0 + sigma * eps, alpha * eps - sigma * x0
+
+
+@register_trainable("discodiff")
+class DiscoDiffTrainable:
+    def default_config(self, size: str = "tiny") -> dict:
+        if size not in SIZES:
+            raise ConfigError(f"discodiff: unknown size {size!r}; known: {sorted(SIZES)}")
+        return {**_COMMON, **SIZES[size]}
+
+    def build(self, config: dict, seed: int) -> DiscoDiffNet:
+        if config["codec"] == "untrained-tiny":
+            codec = random_codec(config["codec_config"], config["codec_seed"])
+        else:
+            codec, _ = load_codec(config["codec"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return DiscoDiffNet(config, codec)
+
+    def training_loss(self, model: DiscoDiffNet, batch: TrainingBatch, rng: torch.Generator) -> torch.Tensor:
+        x_pri, x_sec = model.latents(batch.audio.mean(dim=1, keepdim=True))
+        drop = torch.rand(len(batch.captions), generator=rng) < model.config["cond_drop"]
+        text = model.encode_text(["" if d else c for c, d in zip(batch.captions, drop.tolist())])
+        t, x_t, v = v_target(x_pri, rng)
+        loss_pri = F.l1_loss(model.primary(x_t, t, text), v)
+        t, x_t, v = v_target(x_sec, rng)
+        loss_sec = F.l1_loss(model.secondary(x_t, t, text, cond=x_pri), v)
+        return loss_pri + loss_sec
+
+
+@torch.no_grad()
+def v_sample(net: Denoiser, noise: torch.Tensor, steps: int, guidance: float, text: torch.Tensor,
+             null: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM v-sampler over `steps` equal steps of t from 1 to 0, classifier-free guidance `guidance`."""
+    x = noise
+    ts = torch.linspace(1.0, 0.0, steps + 1)
+    for i in range(steps):
+        t, t_next = ts[i], ts[i + 1]
+        if guidance == 1.0:
+            v = net(x, t.reshape(1), text, cond)
+        else:
+            both = net(torch.cat([x, x]), t.repeat(2), torch.cat([text, null]),
+                       None if cond is None else torch.cat([cond, cond]))
+            v_c, v_u = both.chunk(2)
+            v = v_u + guidance * (v_c - v_u)
+        alpha, sigma = math.cos(t * math.pi / 2), math.sin(t * math.pi / 2)
+        x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
+        a_next, s_next = math.cos(t_next * math.pi / 2), math.sin(t_next * math.pi / 2)
+        x = a_next * x0 + s_next * eps
+    return x
+
+
+class DiscoDiffGenerator:
+    max_duration_s = None
+    uses_steps = True
+    uses_guidance = True
+
+    def __init__(self, name: str, model: DiscoDiffNet, config: dict, info: dict, context: GeneratorContext,
+                 secondary_only: bool):
+        self.name, self.model, self.config, self.info, self.context = name, model, config, info, context
+        self.secondary_only = secondary_only
+        self.reference = ReferenceAudio(name, context) if secondary_only else None
+        self.reads_reference = secondary_only
+        self.native_sample_rates = (model.codec.sample_rate,)
+        self.version = f"{VERSION}+{info['label']}" + ("" if config["codec"] != "untrained-tiny"
+                                                       else "+codec-untrained-tiny")
+
+    def _params(self, request: GenerationRequest) -> tuple[int, float]:
+        if request.options:
+            raise ConfigError(f"generator {self.name!r} takes no options, got {sorted(request.options)}")
+        steps = self.config["default_steps"] if request.steps is None else request.steps
+        if steps > MAX_STEPS:
+            raise ConfigError(f"generator {self.name!r}: steps must be <= {MAX_STEPS}, got {steps}")
+        guidance = self.config["default_guidance"] if request.guidance is None else float(request.guidance)
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ConfigError(f"generator {self.name!r}: guidance must be a finite number >= 0, got {guidance}")
+        return steps, guidance
+
+    def generate(self, request: GenerationRequest) -> list[GeneratedAudio]:
+        check_request(self, request)
+        steps, guidance = self._params(request)
+        if self.reference is not None:
+            self.reference.check(request)
+        codec, rate = self.model.codec, self.model.codec.sample_rate
+        n = int(round(request.duration_s * rate))
+        frames = -(-n // codec.hop_length)
+        d, k = self.config["codebook_dim"], self.config["n_codebooks"]
+        null = self.model.encode_text([""])
+        out = []
+        for p in request.prompts:
+            text = self.model.encode_text([p.text])
+            ref_meta, x_pri_ref = {}, None
+            if self.reference is not None:
+                audio, ref_meta = self.reference.load(p.id, rate)
+                audio = F.pad(audio, (0, max(0, n - audio.shape[-1])))[..., :n]  # the requested duration
+                x_pri_ref = self.model.latents(audio)[0]
+            for s in range(request.samples_per_prompt):
+                rng = sample_rng(request.seed, p.index, s)
+                noise_pri = torch.randn(1, d, frames, generator=rng)
+                noise_sec = torch.randn(1, (k - 1) * d, frames, generator=rng)
+                if x_pri_ref is None:
+                    x_pri = v_sample(self.model.primary, noise_pri, steps, guidance, text, null)
+                    # the secondary model was trained on exact codebook entries: condition on the snapped X_0
+                    x_pri = codec.snap(x_pri * self.config["latent_scale"], 0) / self.config["latent_scale"]
+                else:
+                    x_pri = x_pri_ref
+                x_sec = v_sample(self.model.secondary, noise_sec, steps, guidance, text, null, cond=x_pri)
+                wave = self.model.reconstruct(x_pri, x_sec)[0, :, :n].numpy()
+                wave, rate_meta = at_requested_rate(wave, rate, request, self.context.resampler)
+                meta = {"generator": self.name, "generator_version": self.version,
+                        **checkpoint_metadata(self.info), "codec": self.config["codec"],
+                        "text_encoder": self.config["text_encoder"], "seed": request.seed,
+                        "prompt_index": p.index, "sample_index": s, "steps": steps, "guidance": guidance,
+                        **ref_meta, **rate_meta}
+                out.append(GeneratedAudio(p.id, s, wave.astype(np.float32), request.sample_rate, meta))
+        return out
+
+
+def _factory(name: str, secondary_only: bool):
+    def build(checkpoint: str | None, context: GeneratorContext) -> DiscoDiffGenerator:
+        model, config, info = model_for_generator("discodiff", checkpoint)
+        return DiscoDiffGenerator(name, model, config, info, context, secondary_only)
+
+    return build
+
+
+register_generator("discodiff", "DiscoDiff coarse-to-fine v-diffusion on DAC latents (primary X0, secondary "
+                   "X1..X8), 44.1 kHz; untrained tiny without a checkpoint")(_factory("discodiff", False))
+register_generator("discodiff-secondary-only", "DiscoDiff 'w/ PL': secondary model given the reference clip's "
+                   "ground-truth primary latent; needs reference audio")(_factory("discodiff-secondary-only", True))

@@ -1,0 +1,93 @@
+"""srcgaudio: the sampling rate as a generation condition (16/24/32/48 kHz), CFG, the contract, suites."""
+import numpy as np
+import pytest
+import torch
+
+from bench.datasets import synthetic_dataset
+from bench.errors import ConfigError
+from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
+from generators.srcgaudio import MEL_CONFIGS
+from tests.generator_helpers import one_thread  # noqa: F401 (autouse fixture)
+
+PROMPTS = (Prompt("a", "a dog barks", 0), Prompt("b", "rain on a roof", 1))
+RATES = (16000, 24000, 32000, 48000)
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    from generators.training import TrainSettings, train_generator
+
+    out = tmp_path_factory.mktemp("srcgaudio")
+    data = synthetic_dataset(4, 48000, 1.0, seed=0)
+    result = train_generator("srcgaudio", data, out, TrainSettings(steps=2, every=2, batch_size=2), progress=False,
+                             log=lambda *a: None)
+    return build_generator("srcgaudio", str(result.checkpoints[-1]), GeneratorContext())
+
+
+def _request(prompts=PROMPTS, **kw):
+    args = dict(prompts=prompts, seed=0, duration_s=0.5, sample_rate=16000, steps=4, guidance=3.0)
+    return GenerationRequest(**{**args, **kw})
+
+
+def test_paper_mel_configs_share_one_frame_rate():
+    assert MEL_CONFIGS[24000] == (2048, 240, 64) and MEL_CONFIGS[48000] == (2048, 480, 64)
+    assert {rate // hop for rate, (_, hop, _) in MEL_CONFIGS.items()} == {100}
+
+
+def test_every_rate_is_a_native_condition(gen):
+    assert gen.native_sample_rates == RATES and not gen.info["untrained"]
+    waves = {}
+    for rate in RATES:
+        out = gen.generate(_request(prompts=PROMPTS[:1], sample_rate=rate))[0]
+        meta = out.metadata
+        assert out.sample_rate == rate and out.waveform.shape == (1, rate // 2) and out.waveform.dtype == np.float32
+        assert meta["rate_condition"] == rate and meta["resampler"] is None and meta["native_sample_rate"] == rate
+        assert meta["mel_config"]["hop"] == MEL_CONFIGS[rate][1] and meta["vocoder"].startswith("learned")
+        waves[rate] = out.waveform
+    assert len({w.shape[1] for w in waves.values()}) == 4
+
+
+def test_rate_token_changes_the_denoiser_and_cfg_keeps_the_rate(gen):
+    m = gen.model
+    z = torch.randn(1, 4, 16, 13, generator=torch.Generator().manual_seed(0))
+    text, pad = m.encode_text(["a dog barks"])
+    with torch.no_grad():
+        e16, e48 = (m.denoiser(z, torch.tensor([500]), torch.tensor([i]), text, pad) for i in (0, 3))
+    assert (e16 - e48).abs().max() > 0
+    g1 = gen.generate(_request(prompts=PROMPTS[:1], guidance=1.0))[0].waveform
+    g3 = gen.generate(_request(prompts=PROMPTS[:1], guidance=3.0))[0].waveform
+    assert np.abs(g1 - g3).max() > 0
+
+
+def test_batch_invariance_and_steps(gen):
+    whole = {(o.prompt_id, o.sample_index): o.waveform for o in gen.generate(_request(samples_per_prompt=2))}
+    for o in gen.generate(_request(prompts=PROMPTS[1:], samples_per_prompt=2)):
+        np.testing.assert_array_equal(o.waveform, whole[(o.prompt_id, o.sample_index)])
+    other = gen.generate(_request(prompts=PROMPTS[:1], steps=6))[0]
+    assert other.metadata["steps"] == 6 and np.abs(other.waveform - whole[("a", 0)]).max() > 0
+
+
+def test_bad_input_and_untrained(gen):
+    with pytest.raises(ConfigError, match="sample_rate 22050 Hz is not one this model was trained"):
+        gen.generate(_request(sample_rate=22050))
+    with pytest.raises(ConfigError, match="empty text"):
+        gen.generate(_request(prompts=(Prompt("x", " ", 0),)))
+    with pytest.raises(ConfigError, match="exceeds"):
+        gen.generate(_request(steps=5000))
+    with pytest.raises(ConfigError, match="unknown option"):
+        gen.generate(_request(options={"time_stride": 2}))
+    untrained = build_generator("srcgaudio", None, GeneratorContext())
+    assert untrained.info["untrained"] and untrained.version.startswith("untrained")
+
+
+def test_rate_sweep_suite_has_one_cell_per_rate(tmp_path):
+    from bench.suite import load_suite
+
+    path = tmp_path / "rates.toml"
+    path.write_text('name = "src-rates"\nmetrics = ["fad-vggish@audioldm"]\n'
+                    '[reference]\nbuiltin = "synthetic"\nn_clips = 4\n'
+                    '[generation]\nsample_rates = [16000, 24000, 32000, 48000]\nsteps = [50]\n'
+                    '[[generators]]\nname = "srcgaudio"\n')
+    suite = load_suite(path)
+    assert sorted(c.sample_rate for c in suite.cells) == list(RATES)
+    assert len({c.id for c in suite.cells}) == 4
