@@ -91,3 +91,27 @@ def test_rate_sweep_suite_has_one_cell_per_rate(tmp_path):
     suite = load_suite(path)
     assert sorted(c.sample_rate for c in suite.cells) == list(RATES)
     assert len({c.id for c in suite.cells}) == 4
+
+
+def test_rate_sweep_runs_and_renders_table_one(gen, tmp_path, cache_dir):
+    """SRC-gAudio's Table I: one trained model, one cell per generation rate, metrics per rate."""
+    from bench.cli import main
+    from leaderboards import markdown
+    from leaderboards.sources import load_records
+    from leaderboards.table import build_table
+
+    suite = tmp_path / "rates.toml"
+    suite.write_text(f'name = "src-rates"\nmetrics = ["fad-vggish@audioldm"]\n'
+                     '[reference]\nbuiltin = "synthetic"\nn_clips = 3\nsample_rate = 48000\nduration_s = 1.0\n'
+                     '[generation]\nsample_rates = [16000, 24000, 32000, 48000]\nsteps = [2]\nguidance = [2.0]\n'
+                     f'[[generators]]\nname = "srcgaudio"\ncheckpoints = "{gen.info["checkpoint"]}"\n'
+                     '[weights]\nmode = "untrained"\n[scoring]\nbootstrap = 10\n')
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    records = load_records(tmp_path / "out")
+    assert sorted(r["cell"]["sample_rate"] for r in records) == list(RATES)
+    for r in records:  # generated at the rate itself, not resampled to it
+        assert r["generation"]["native_sample_rates"] == [r["cell"]["sample_rate"]]
+    table = markdown.render_table(build_table(records, layout="rates", metrics=["fad-vggish@audioldm"]))
+    assert "## srcgaudio" in table and "| sample_rate | fad-vggish@audioldm[untrained] ↓ |" in table
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line[:3] in ("| 1", "| 2", "| 3", "| 4")]
+    assert rows == [str(rate) for rate in RATES]  # one row per rate

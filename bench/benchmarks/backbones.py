@@ -10,8 +10,9 @@ Untrained (seeded random) weights: the compute is the real network's, only the v
   the whole pipeline, and for the backbone's forward passes alone.
 - Memory: scoring N generated vs N reference clips of `--memory-duration` s with one metric of the
   backbone (its first Fréchet metric, else set metric, else any; bootstrap on), each N in a fresh
-  subprocess; peak RSS (ru_maxrss) after building the backbone and after scoring. Streaming means the
-  growth from 100 to 1000 clips is about what the stored embeddings take, not the audio.
+  subprocess; the process's peak RSS, its RSS once the backbone is built, and the peak while scoring
+  (Linux VmHWM, reset after building). Streaming means the peak while scoring grows from 100 to 1000
+  clips by about what the stored embeddings take, not the audio.
 CLAP backbones need the roberta-base tokenizer in the Hugging Face cache even untrained; a backbone
 that cannot be built is reported and skipped; `--stand-in-tokenizer` times them with a tokenizer of
 the real size but few merges (the text side's cost barely depends on the merges). Nothing is
@@ -70,6 +71,19 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> None:
+    """Linux: set the peak-RSS mark (VmHWM) to the current RSS, so a later peak is that of what follows."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def throughput(name: str, manifest: Path, warmup: Path, audio_s: float, batch_sizes: list[int],
                root: Path) -> list[dict]:
     metric = metric_for(name)
@@ -111,10 +125,14 @@ def memory_child(args) -> None:
     after_build = _peak_mib()
     opts = ScoreOptions(weights=weights, cache_root=Path(args.cache), batch_size=16, bootstrap=args.bootstrap,
                         progress=False)
+    # Building the model (and importing its libraries) sets a peak that scoring may never reach.
+    before_scoring = status_mib("VmRSS")
+    reset_peak_rss()
     t0 = time.perf_counter()
     (result,) = score([args.metric], load_manifest(args.gen), load_manifest(args.ref), opts)
     dim = next(iter(load_backbone(args.backbone, weights).outputs.values()))
     print(json.dumps({"after_build_mib": after_build, "peak_mib": _peak_mib(), "seconds": time.perf_counter() - t0,
+                      "rss_before_scoring_mib": before_scoring, "scoring_peak_mib": status_mib("VmHWM"),
                       "n_embeddings": sum(result[role]["n_embeddings"] for role in ("generated", "reference")
                                           if result[role]),
                       "dim": dim, "value": result["value"]}))
@@ -208,8 +226,8 @@ def main() -> None:
             sets = {n: (gen[n], ref[n]) for n in args.memory_sizes}
             say(f"\npeak memory: N generated vs N reference clips of {args.memory_duration:g} s, one metric, "
                 f"bootstrap {args.bootstrap}, batch 16, each N in a fresh process")
-            say(f"{'backbone':<{w}} {'metric':<26} {'N':>5} {'after build MiB':>16} {'peak MiB':>9} "
-                f"{'scoring MiB':>12} {'embeddings MiB':>15} {'seconds':>8}")
+            say(f"{'backbone':<{w}} {'metric':<26} {'N':>5} {'process peak MiB':>16} {'RSS before scoring':>18} "
+                f"{'peak while scoring':>18} {'embeddings MiB':>15} {'seconds':>8}")
             for name in names:
                 try:
                     measured = memory(name, args.memory_sizes, sets, root, args.bootstrap)
@@ -219,8 +237,8 @@ def main() -> None:
                     continue
                 for r in measured:
                     out["memory"].append(r)
-                    say(f"{name:<{w}} {r['metric']:<26} {r['clips_per_set']:>5} {r['after_build_mib']:>16.0f} "
-                        f"{r['peak_mib']:>9.0f} {r['peak_mib'] - r['after_build_mib']:>12.0f} "
+                    say(f"{name:<{w}} {r['metric']:<26} {r['clips_per_set']:>5} {r['peak_mib']:>16.0f} "
+                        f"{r['rss_before_scoring_mib']:>18.0f} {r['scoring_peak_mib']:>18.0f} "
                         f"{r['embeddings_mib']:>15.1f} {r['seconds']:>8.1f}")
     if stand_in:
         stand_in.cleanup()

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from bench.audio import write_audio
-from bench.benchmarks.backbones import write_set
+from bench.benchmarks.backbones import reset_peak_rss, status_mib, write_set
 from bench.datasets import load_directory, load_manifest, synthetic_dataset
 from bench.scoring import ScoreOptions, score
 from metrics.backbones.base import WeightsChoice, load_backbone
@@ -245,13 +245,6 @@ def main() -> None:
                 f"peak during scoring {big['scoring_peak_mib'] / small['scoring_peak_mib']:.3f}x (target <= 1.2x)")
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def memory_child(gen: str, ref: str, cache: str) -> None:
     """In a fresh process: build VGGish, warm up, reset the peak-RSS mark, score N vs N, report peaks."""
     weights = WeightsChoice(mode="untrained", seed=0)
@@ -260,12 +253,12 @@ def memory_child(gen: str, ref: str, cache: str) -> None:
     first2 = Path(gen).parent / "warm-up-2.jsonl"  # next to the set: its relative audio paths resolve
     first2.write_text("".join(Path(gen).read_text().splitlines(keepends=True)[:2]))
     score([MEMORY_METRIC], load_manifest(first2), load_manifest(first2), warm)  # allocator pools, lazy imports
-    before = _status_mib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+    before = status_mib("VmRSS")
+    reset_peak_rss()
     opts = ScoreOptions(weights=weights, cache_root=Path(cache), batch_size=16, bootstrap=10, progress=False)
     t0 = time.perf_counter()
     score([MEMORY_METRIC], load_manifest(gen), load_manifest(ref), opts)
-    print(json.dumps({"before_mib": before, "scoring_peak_mib": _status_mib("VmHWM"),
+    print(json.dumps({"before_mib": before, "scoring_peak_mib": status_mib("VmHWM"),
                       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "seconds": time.perf_counter() - t0}))
 
