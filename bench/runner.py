@@ -198,6 +198,8 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
                "n_prompts": len(prompts), "n_clips": len(rows),
                "native_sample_rates": sorted({m.get("native_sample_rate") for m in metas} - {None}),
                "resampled_with": sorted({m.get("resampler") for m in metas} - {None}),
+               # a generator with seeded random weights (no checkpoint): leaderboards and tags say so
+               "untrained": any(bool(m.get("untrained")) for m in metas),
                "manifest": str(manifest)}
     return load_manifest(manifest), {"summary": summary, "seconds": seconds,
                                      "fresh_samples": len(todo) * cell.samples_per_prompt}

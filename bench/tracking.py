@@ -49,6 +49,7 @@ def _tags(record: dict) -> dict[str, str]:
     tags = {
         "bench.cell_id": record["cell_id"],
         "bench.untrained": "true" if record["untrained"] else "false",
+        "bench.generator_untrained": "true" if (record.get("generation") or {}).get("untrained") else "false",
         "bench.metrics": json.dumps([r["key"] for r in record["metrics"]]),
         "bench.suite_hash": record["suite"]["hash"],
         "bench.git_revision": record.get("git_revision") or "unknown",

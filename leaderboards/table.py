@@ -141,6 +141,14 @@ def field_text(name: str, value, raw: bool = False) -> str:
     return str(value)
 
 
+def _cell_value(record: dict, field: str):
+    """A configuration field of a record; a generator with seeded random weights is labelled untrained."""
+    value = record["cell"].get(field)
+    if field == "label" and (record.get("generation") or {}).get("untrained"):
+        return f"{value} (untrained)"
+    return value
+
+
 def backbone_text(result: dict) -> str:
     b = result.get("backbone") or {}
     name = b.get("backbone", "?")
@@ -313,13 +321,13 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
 
     grouped: dict[tuple, list[dict]] = {}
     for record in records:
-        grouped.setdefault(tuple(repr(record["cell"].get(f)) for f in groups), []).append(record)
+        grouped.setdefault(tuple(repr(_cell_value(record, f)) for f in groups), []).append(record)
     rows = []
     for members in grouped.values():
         fields = {}
         for col in columns:
             if col.kind == "field":
-                distinct = list(dict.fromkeys(m["cell"].get(col.key) for m in members))
+                distinct = list(dict.fromkeys(_cell_value(m, col.key) for m in members))
                 fields[col.key] = distinct[0] if len(distinct) == 1 else tuple(distinct)
         values: dict[str, Value] = {}
         for col in columns:
@@ -332,7 +340,7 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
                 continue
             if v is not None:
                 values[col.key] = v
-        rows.append(Row(section=members[0]["cell"]["label"] if axis else None, fields=fields, values=values,
+        rows.append(Row(section=_cell_value(members[0], "label") if axis else None, fields=fields, values=values,
                         cells=[m.get("cell_id", "?") for m in members], n=len(members)))
 
     if axis:
@@ -343,7 +351,7 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
             _rank([r for r in rows if r.section == section], col)
 
     checkpoints = list({(r["cell"]["label"], r["cell"].get("checkpoint")):
-                        {"label": r["cell"]["label"], "checkpoint": r["cell"].get("checkpoint"),
+                        {"label": _cell_value(r, "label"), "checkpoint": r["cell"].get("checkpoint"),
                          "sha256": (r.get("generation") or {}).get("checkpoint_sha256")}
                         for r in records}.values())
     return Table(title=title, layout=layout, group_by=tuple(groups), columns=columns, rows=rows,

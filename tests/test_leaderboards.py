@@ -195,6 +195,15 @@ def test_checkpoints_layout_orders_by_training_step():
     assert "mine: step-1000.pt (sha256 c0ffeec0ffee)" in text  # checkpoints are in the caption
 
 
+def test_a_generator_with_random_weights_is_labelled_untrained_in_every_layout():
+    trained, untrained = record("archisound", [result("m@p", 2.0)]), record("tiny", [result("m@p", 3.0)])
+    untrained["generation"]["untrained"] = True
+    for layout in ("models", "rates"):
+        table = build_table([trained, untrained], layout=layout)
+        text = markdown.render_table(table)
+        assert "tiny (untrained)" in text and "archisound (untrained)" not in text
+
+
 def test_latex_escapes_every_special_character_and_marks_untrained():
     assert latex.escape("a_b & 100% #1 $x ~^\\{}") == (
         r"a\_b \& 100\% \#1 \$x \textasciitilde{}\textasciicircum{}\textbackslash{}\{\}")
