@@ -15,17 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from bench.audio import to_mono
-from bench.errors import BenchError
 from bench.resample import resample
-from bench.scoring import pair_by_id
 from metrics.backbones import mel_inception as mi
-from metrics.bootstrap import bootstrap_interval
-from metrics.classwise import kl_per_pair, softmax
+from metrics.classwise import softmax
 from metrics.fad import frechet_metric
+from metrics.paired_kl import paired_kl_metric
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric
 
-KL_EPS = 1e-6
 LINEAGE = "Diffsound (Yang et al. 2023) evaluation: FID / KL on Melception, as SpecVQGAN"
 
 
@@ -50,36 +47,7 @@ MEL_DIFFSOUND = EmbeddingProtocol(
     prepare=_diffsound_mel)
 
 
-def _one_row_per_clip(emb, output: str) -> np.ndarray:
-    rows = emb.per_clip(output)
-    bad = [cid for cid, r in zip(emb.clip_ids, rows) if len(r) != 1]
-    if bad:
-        raise BenchError(f"{emb.set_info.get('source')}: expected one {output} vector per clip, clip "
-                         f"{bad[0]!r} has {len(rows[emb.clip_ids.index(bad[0])])}")
-    return np.concatenate(rows).astype(np.float64)
-
-
-def kl_metric(generated, reference, options) -> dict:
-    """Mean over id pairs of KL(reference || generated) over softmax(logits), with a bootstrap CI."""
-    pairs, pairing = pair_by_id(generated, reference, options.pairing)
-    gen_index, ref_index = (np.array(side) for side in zip(*pairs))
-    gen = softmax(_one_row_per_clip(generated, "logits")[gen_index])
-    ref = softmax(_one_row_per_clip(reference, "logits")[ref_index])
-    per_pair = kl_per_pair(ref, gen, eps=KL_EPS)
-    value = float(per_pair.mean())
-    result = {"value": value, "ci": None,
-              "details": {"direction": "KL(reference || generated)", "eps": KL_EPS,
-                          "eps_added_to": "generated probabilities",
-                          "probabilities": "softmax over the evaluator's class logits, float64",
-                          "reduction": "sum over classes, mean over pairs", "pairing": pairing},
-              "per_clip": [{"id": generated.clip_ids[i], "reference_id": reference.clip_ids[j], "value": float(v)}
-                           for i, j, v in zip(gen_index, ref_index, per_pair)]}
-    if options.bootstrap > 0:
-        result["ci"] = bootstrap_interval(
-            lambda counts: float(counts[0] @ per_pair / counts[0].sum()), [len(per_pair)], options.bootstrap,
-            options.bootstrap_seed, options.ci_level, estimate=value).to_dict()  # no floor: eps makes
-        # KL(p || p) = -n_classes * eps, slightly below 0, and the reference code reports it as is
-    return result
+kl_metric = paired_kl_metric(softmax, "softmax over the evaluator's class logits, float64")
 
 
 register_metric(MetricDef(

@@ -13,12 +13,11 @@ import functools
 import numpy as np
 
 from bench.audio import pad_to_min_length, to_mono
-from bench.errors import BenchError
 from bench.resample import resample
-from bench.scoring import pair_by_id
 from metrics.bootstrap import bootstrap_interval
-from metrics.classwise import inception_score, kl_per_pair, sigmoid, softmax
+from metrics.classwise import inception_score, sigmoid, softmax
 from metrics.fad import frechet_metric
+from metrics.paired_kl import one_row_per_clip, paired_kl_metric
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric
 
@@ -26,7 +25,6 @@ from metrics.registry import MetricDef, register_metric
 MIN_SAMPLES = 32000
 IS_SPLITS = 10
 IS_SHUFFLE_SEED = 2020
-KL_EPS = 1e-6
 LINEAGE = "audioldm_eval: AudioLDM, AudioLDM 2, Tango"
 
 
@@ -57,18 +55,9 @@ PANNS_32K_AUDIOLDM = _protocol("panns-cnn14-32k", 32000, 1024, 320, 14000, extra
     "16000; the checkpoint's stored filterbank replaces either)",))
 
 
-def _one_row_per_clip(emb, output: str) -> np.ndarray:
-    rows = emb.per_clip(output)
-    bad = [cid for cid, r in zip(emb.clip_ids, rows) if len(r) != 1]
-    if bad:
-        raise BenchError(f"{emb.set_info.get('source')}: expected one {output} vector per clip, clip "
-                         f"{bad[0]!r} has {len(rows[emb.clip_ids.index(bad[0])])}")
-    return np.concatenate(rows).astype(np.float64)
-
-
 def inception_metric(generated, reference, options) -> dict:
     """Mean IS over 10 splits after a fixed shuffle (seed 2020); the std over splits is in details."""
-    logits = _one_row_per_clip(generated, "logits")
+    logits = one_row_per_clip(generated, "logits")
     mean, std = inception_score(logits, IS_SPLITS, IS_SHUFFLE_SEED)
     result = {"value": mean, "ci": None,
               "details": {"std_over_splits": std, "splits": IS_SPLITS, "shuffle_seed": IS_SHUFFLE_SEED,
@@ -80,33 +69,6 @@ def inception_metric(generated, reference, options) -> dict:
             [len(logits)], options.bootstrap, options.bootstrap_seed, options.ci_level, estimate=mean,
             floor=1.0).to_dict()
     return result
-
-
-def _kl_metric(probabilities, description: str):
-    def compute(generated, reference, options) -> dict:
-        """Mean over pairs (same id) of KL(reference || generated) = sum_c r_c log(r_c / (g_c + eps))."""
-        pairs, pairing = pair_by_id(generated, reference, options.pairing)
-        gen_index, ref_index = (np.array(side) for side in zip(*pairs))
-        gen = probabilities(_one_row_per_clip(generated, "logits")[gen_index])
-        ref = probabilities(_one_row_per_clip(reference, "logits")[ref_index])
-        per_pair = kl_per_pair(ref, gen, eps=KL_EPS)
-        value = float(per_pair.mean())
-        result = {"value": value, "ci": None,
-                  "details": {"direction": "KL(reference || generated)", "eps": KL_EPS,
-                              "eps_added_to": "generated probabilities", "probabilities": description,
-                              "reduction": "sum over classes, mean over pairs", "pairing": pairing,
-                              "sign": "can be slightly negative for near-identical pairs, since eps is added "
-                                      "to the generated side only (the sigmoid variant can be negative "
-                                      "outright: it is not a divergence)"},
-                  "per_clip": [{"id": generated.clip_ids[i], "reference_id": reference.clip_ids[j],
-                                "value": float(v)} for i, j, v in zip(gen_index, ref_index, per_pair)]}
-        if options.bootstrap > 0:
-            result["ci"] = bootstrap_interval(
-                lambda counts: float(counts[0] @ per_pair / counts[0].sum()), [len(per_pair)],
-                options.bootstrap, options.bootstrap_seed, options.ci_level, estimate=value).to_dict()
-        return result
-
-    return compute
 
 
 register_metric(MetricDef(
@@ -127,13 +89,13 @@ register_metric(MetricDef(
 register_metric(MetricDef(
     name="kl-panns", preset="audioldm", version=1, direction="lower", protocol=PANNS_16K_AUDIOLDM,
     summary="KL(reference || generated) of PANNs Cnn14_16k softmax outputs, eps 1e-6, mean over id pairs",
-    lineage=LINEAGE, compute=_kl_metric(softmax, "softmax over the 527 pre-sigmoid logits, float64"),
+    lineage=LINEAGE, compute=paired_kl_metric(softmax, "softmax over the 527 pre-sigmoid logits, float64"),
     kind="paired", output="logits", min_items=1))
 
 register_metric(MetricDef(
     name="kl-panns-sigmoid", preset="audioldm", version=1, direction="lower", protocol=PANNS_16K_AUDIOLDM,
     summary="sums p log(p/q) over 527 sigmoid outputs; not a Bernoulli KL (audioldm_eval's 'KL_Sigmoid')",
-    lineage=LINEAGE, compute=_kl_metric(
+    lineage=LINEAGE, compute=paired_kl_metric(
         sigmoid, "sigmoid of each of the 527 logits (independent, unnormalised); sums p log(p/q) over "
                  "them, not a Bernoulli KL"),
     kind="paired", output="logits", min_items=1))
