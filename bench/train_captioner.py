@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from bench.cache import atomic_write_json, stable_hash
 from bench.errors import ConfigError
-from bench.train_evaluator import TrainResult, _batch, _generator, _save, open_training_set
+from bench.train_evaluator import (TrainResult, _batch, _generator, _save, open_training_set, resume,
+                                  reuse_finished, save_rolling_checkpoint)
 from metrics.backbones import captioner
 
 TRAINER_VERSION = 1
@@ -99,13 +100,9 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
     run_hash = stable_hash({"trainer_version": TRAINER_VERSION, "spec": asdict(spec), "fingerprint": fingerprint,
                             "config": cs.CONFIGS[spec.config].to_dict()})
     final = out_dir / CHECKPOINT_NAME
-    if final.exists():
-        existing = cs.load(final).card
-        if existing.get("training", {}).get("run_hash") == run_hash:
-            log(f"captioner already trained with these settings: {final}")
-            return TrainResult(final, existing, reused=True)
-        raise ConfigError(f"{out_dir} holds a captioner trained with other settings or data; give another "
-                          f"--out, or delete {final} and {out_dir / 'checkpoints'} to retrain")
+    existing = reuse_finished(final, run_hash, lambda f: cs.load(f).card, "a captioner", log)
+    if existing is not None:
+        return TrainResult(final, existing, reused=True)
 
     t0 = time.perf_counter()
     log(f"training small-captioner ({spec.config}) on {clipset.source}: {len(clipset)} clips, {len(pairs)} "
@@ -129,17 +126,9 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
             fan_in = p.shape[1] if p.dim() > 1 else p.shape[0]
             p.copy_(torch.empty_like(p).uniform_(-1, 1, generator=g) / fan_in ** 0.5)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    start, ckpt_dir = 0, out_dir / "checkpoints"
-    resumable = sorted(ckpt_dir.glob("step-*.pt"))
-    if resumable:
-        state = torch.load(resumable[-1], map_location="cpu", weights_only=True)
-        if state.get("run_hash") != run_hash:
-            raise ConfigError(f"{resumable[-1]} belongs to a training run with other settings or data; give "
-                              f"another --out, or delete {ckpt_dir} to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        log(f"resuming from {resumable[-1]} (step {start})")
+    ckpt_dir = out_dir / "checkpoints"
+    start = resume(ckpt_dir, run_hash, model, optimizer,
+                   lambda f: torch.load(f, map_location="cpu", weights_only=True), log)
 
     model.train()
     bar = tqdm(total=spec.steps, initial=start, unit="step", disable=not progress, desc="train-captioner")
@@ -158,11 +147,7 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
         if done % checkpoint_every == 0 and done < spec.steps:
-            _save(ckpt_dir / f"step-{done:06d}.pt", {"run_hash": run_hash, "step": done,
-                                                     "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-            for old in ckpt_dir.glob("step-*.pt"):
-                if old.name != f"step-{done:06d}.pt":
-                    old.unlink(missing_ok=True)
+            save_rolling_checkpoint(ckpt_dir, done, run_hash, model, optimizer)
     bar.close()
 
     model.eval()

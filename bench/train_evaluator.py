@@ -185,6 +185,43 @@ def _save(path: Path, tensors: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def reuse_finished(final: Path, run_hash: str, read_card, what: str, log) -> dict | None:
+    """The card of `final` when it was trained with exactly this run; None when there is no `final`; an
+    error when `final` comes from other settings or data (never overwritten silently)."""
+    if not final.exists():
+        return None
+    existing = read_card(final)
+    if existing.get("training", {}).get("run_hash") == run_hash:
+        log(f"{what} already trained with these settings: {final}")
+        return existing
+    raise ConfigError(f"{final.parent} holds {what} trained with other settings or data; give another "
+                      f"--out, or delete {final} and {final.parent / 'checkpoints'} to retrain")
+
+
+def resume(ckpt_dir: Path, run_hash: str, model, optimizer, read_state, log) -> int:
+    """Load the newest rolling checkpoint of this run into model and optimizer; the step to go on from."""
+    resumable = sorted(ckpt_dir.glob("step-*.pt"))
+    if not resumable:
+        return 0
+    state = read_state(resumable[-1])
+    if not isinstance(state, dict) or state.get("run_hash") != run_hash:
+        raise ConfigError(f"{resumable[-1]} belongs to a training run with other settings or data; give "
+                          f"another --out, or delete {ckpt_dir} to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log(f"resuming from {resumable[-1]} (step {state['step']})")
+    return int(state["step"])
+
+
+def save_rolling_checkpoint(ckpt_dir: Path, step: int, run_hash: str, model, optimizer) -> None:
+    """Write step-N.pt for resuming and drop older ones: only the newest is needed."""
+    _save(ckpt_dir / f"step-{step:06d}.pt", {"run_hash": run_hash, "step": step,
+                                             "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    for old in ckpt_dir.glob("step-*.pt"):
+        if old.name != f"step-{step:06d}.pt":
+            old.unlink(missing_ok=True)
+
+
 def _accuracy(model, x, y, batch_size: int = 32) -> float | None:
     import torch
 
@@ -224,13 +261,9 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
     config = mi.CONFIGS[spec.config]
     run_hash = stable_hash(run_key(spec, fingerprint))
     final = out_dir / CHECKPOINT_NAME
-    if final.exists():
-        existing = mi.load_trained(final).card
-        if existing.get("training", {}).get("run_hash") == run_hash:
-            log(f"evaluator already trained with these settings: {final}")
-            return TrainResult(final, existing, reused=True)
-        raise ConfigError(f"{out_dir} holds an evaluator trained with other settings or data; give another "
-                          f"--out, or delete {final} and {out_dir / 'checkpoints'} to retrain")
+    existing = reuse_finished(final, run_hash, lambda f: mi.load_trained(f).card, "an evaluator", log)
+    if existing is not None:
+        return TrainResult(final, existing, reused=True)
 
     t0 = time.perf_counter()
     train_idx, val_idx = split(labels, spec.val_fraction, spec.seed)
@@ -244,17 +277,8 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
 
     model = mi.seeded_init_(mi.empty_model(config, len(classes)), _generator(spec.seed, "init"))
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    start, ckpt_dir = 0, out_dir / "checkpoints"
-    resumable = sorted(ckpt_dir.glob("step-*.pt"))
-    if resumable:
-        state = mi.read_checkpoint(resumable[-1], "training checkpoint")
-        if not isinstance(state, dict) or state.get("run_hash") != run_hash:
-            raise ConfigError(f"{resumable[-1]} belongs to a training run with other settings or data; give "
-                              f"another --out, or delete {ckpt_dir} to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        log(f"resuming from {resumable[-1]} (step {start})")
+    ckpt_dir = out_dir / "checkpoints"
+    start = resume(ckpt_dir, run_hash, model, optimizer, lambda f: mi.read_checkpoint(f, "training checkpoint"), log)
 
     model.train()
     bar = tqdm(total=spec.steps, initial=start, unit="step", disable=not progress, desc="train-evaluator")
@@ -283,11 +307,7 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
             (bar.write if progress else log)(f"step {done}/{spec.steps}  loss {np.mean(running):.4f}")
             running = []
         if done % checkpoint_every == 0 and done < spec.steps:
-            _save(ckpt_dir / f"step-{done:06d}.pt", {"run_hash": run_hash, "step": done,
-                                                     "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-            for old in ckpt_dir.glob("step-*.pt"):  # keep the newest only
-                if old.name != f"step-{done:06d}.pt":
-                    old.unlink(missing_ok=True)
+            save_rolling_checkpoint(ckpt_dir, done, run_hash, model, optimizer)
     bar.close()
 
     train_acc, val_acc = _accuracy(model, x_train, y_train), _accuracy(model, x[val_idx], y[val_idx])
