@@ -22,6 +22,7 @@ from bench.audio import check_waveform
 from bench.errors import BenchError, ConfigError
 
 RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio", "soxr-hq", "resampy-kaiser-best")
+NO_RESAMPLING = "none"  # e.g. a suite's `resampler = "none"`: equal rates pass, anything else is refused
 
 SINC_HANN_VERSION = "1"  # bump when the sinc-hann output changes
 SINC_HANN_PARAMS = {"lowpass_filter_width": 6, "rolloff": 0.99, "window": "hann"}
@@ -31,13 +32,17 @@ _FRAMES_PER_BLOCK = 16384      # bounds the memory of the strided convolution
 
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, method: str) -> np.ndarray:
     """Resample float32 [C, n] from orig_sr to target_sr; returns the input itself when rates match."""
-    _check_method(method)
+    if method != NO_RESAMPLING:
+        _check_method(method)
     for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
         if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
             raise ConfigError(f"resample: {name} must be a positive integer, got {rate!r}")
     orig_sr, target_sr = int(orig_sr), int(target_sr)
     if orig_sr == target_sr:
         return waveform
+    if method == NO_RESAMPLING:
+        raise ConfigError(f"{orig_sr} Hz audio would have to be resampled to {target_sr} Hz, but the resampler is "
+                          f"{NO_RESAMPLING!r} (resampling refused); use matching rates or name a resampler")
     check_waveform(waveform, f"resample input ({orig_sr} -> {target_sr} Hz, {method})")
     out = _METHODS[method](waveform, orig_sr, target_sr)
     return np.ascontiguousarray(out, dtype=np.float32)

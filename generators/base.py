@@ -122,10 +122,14 @@ def build_generator(name: str, checkpoint: str | None, context: GeneratorContext
 def at_requested_rate(waveform: np.ndarray, native_rate: int, request: GenerationRequest,
                       resampler: str) -> tuple[np.ndarray, dict]:
     """Resample a native-rate output to the requested rate; the metadata says what was done."""
-    from bench.resample import resample
+    from bench.resample import NO_RESAMPLING, resample
 
     meta = {"native_sample_rate": native_rate, "output_sample_rate": request.sample_rate,
             "resampler": None}
+    if native_rate != request.sample_rate and resampler == NO_RESAMPLING:
+        raise ConfigError(f"the generator makes {native_rate} Hz audio and {request.sample_rate} Hz was asked "
+                          f"for, but resampler = {NO_RESAMPLING!r} refuses to resample; ask for {native_rate} Hz "
+                          "or name a resampler")
     if native_rate != request.sample_rate:
         waveform = resample(waveform, native_rate, request.sample_rate, resampler)
         meta["resampler"] = resampler

@@ -96,6 +96,18 @@ def test_reference_oracle_returns_the_clip_and_records_resampling():
     assert up[0].metadata["native_sample_rate"] == 16000
 
 
+def test_resampler_none_passes_native_rates_and_refuses_others():
+    ref = synthetic_dataset(n_clips=2, sample_rate=16000, duration_s=1.0, seed=0)
+    prompts = tuple(Prompt(c.id, c.caption, i) for i, c in enumerate(ref.clips))
+    for name in ("reference", "noise"):
+        gen = build_generator(name, None, GeneratorContext(ref, "none"))
+        native = gen.generate(_request(prompts=prompts, samples_per_prompt=1, sample_rate=16000))
+        assert native[0].metadata["resampler"] is None
+    gen = build_generator("reference", None, GeneratorContext(ref, "none"))
+    with pytest.raises(ConfigError, match="16000 Hz audio .* 32000 Hz .* resampler = 'none' refuses"):
+        gen.generate(_request(prompts=prompts, samples_per_prompt=1, sample_rate=32000))
+
+
 def test_reference_oracle_unknown_prompt_id():
     ref = synthetic_dataset(n_clips=2, sample_rate=16000, duration_s=1.0, seed=0)
     gen = build_generator("reference", None, GeneratorContext(ref))
