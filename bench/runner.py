@@ -115,7 +115,7 @@ def build_prompts(suite: Suite, reference) -> list[Prompt]:
         raise ConfigError(f"prompts: {len(missing)} entries have no caption (first: {missing[0]}); give every "
                           "clip a caption or set [prompts] manifest = a file with id and caption")
     clips = source.clips[:int(spec["limit"])] if "limit" in spec else source.clips
-    return [Prompt(c.id, c.caption, i) for i, c in enumerate(clips)]
+    return [Prompt(c.id, c.caption, i, c.references) for i, c in enumerate(clips)]
 
 
 def _safe_name(prompt: Prompt, k: int, samples_per_prompt: int) -> str:
@@ -190,7 +190,8 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
             name = _safe_name(p, k, cell.samples_per_prompt)
             write_audio(out_dir / "audio" / name, wave, cell.sample_rate)
             clip_id = p.id if cell.samples_per_prompt == 1 else f"{p.id}#{k}"
-            rows.append({"id": clip_id, "path": f"audio/{name}", "caption": p.text})
+            rows.append({"id": clip_id, "path": f"audio/{name}", "caption": p.text,
+                         **({"references": list(p.references)} if p.references else {})})
     manifest = out_dir / "generated.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     metas = [m for _, m in samples.values()]

@@ -22,6 +22,9 @@ class Prompt:
     id: str
     text: str
     index: int  # position in the full prompt set; part of the per-sample seed
+    # Further captions of the prompt's reference audio: carried to the generated set for caption
+    # metrics; never a generation input.
+    references: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

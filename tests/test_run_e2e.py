@@ -1,6 +1,7 @@
 """`bench run` end to end on a tiny suite: records, MLflow, leaderboard, gates, determinism, resume."""
 import json
 
+import numpy as np
 import pytest
 
 from bench.cli import main
@@ -137,3 +138,22 @@ def test_unknown_key_is_a_clean_error(tmp_path, capsys):
     assert _run(tmp_path, tmp_path / "out", SUITE.replace("[scoring]", "[scoring]\nbootstrapp = 3")) == 2
     err = capsys.readouterr().err
     assert "suite.toml: [scoring]: unknown key 'bootstrapp'" in err and "Traceback" not in err
+
+
+def test_reference_captions_reach_the_generated_set(tmp_path, cache_dir):
+    """Caption metrics score against the prompt plus the reference manifest's extra captions."""
+    from bench.datasets import load_manifest
+    from tests.conftest import write_clips
+
+    tone = (0.3 * np.sin(np.arange(16000) * 0.1)[None]).astype(np.float32)
+    write_clips(tmp_path / "ref", {"a": (tone, 16000), "b": (tone[:, ::-1].copy(), 16000)})
+    (tmp_path / "ref.jsonl").write_text(
+        json.dumps({"id": "a", "path": "ref/a.wav", "caption": "a tone", "references": ["a steady hum"]}) + "\n"
+        + json.dumps({"id": "b", "path": "ref/b.wav", "caption": "a tone backwards"}) + "\n")
+    suite = SUITE.split("[reference]")[0] + ('[reference]\nmanifest = "ref.jsonl"\n[[generators]]\nname = "reference"\n'
+                                             '[weights]\nmode = "untrained"\n[scoring]\nbootstrap = 0\n')
+    assert _run(tmp_path, tmp_path / "out", suite, ("--no-tracking",)) == 0
+    (record,) = _records(tmp_path / "out").values()
+    generated = {c.id: c for c in load_manifest(record["generation"]["manifest"]).clips}
+    assert generated["a"].references == ("a steady hum",) and generated["b"].references == ()
+    assert generated["a"].caption == "a tone"
