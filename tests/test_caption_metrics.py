@@ -57,6 +57,16 @@ def test_matches_pycocoevalcap_called_directly():
     assert alone["cider-d"].per_clip[0] != pytest.approx(ours["cider-d"].per_clip[0])
 
 
+@pytest.mark.slow  # METEOR's JVM loads its paraphrase table: ~15 s
+def test_meteor_scores_each_clip_against_its_own_references():
+    candidates = ["a dog barks loudly in the yard", "rain falls"]
+    references = [["an engine revs", "a dog barks loudly in the yard"], ["a motor is running"]]
+    meteor = cs.coco_scores(candidates, references, which=("meteor",))["meteor"]
+    assert len(meteor.per_clip) == 2
+    assert meteor.per_clip[0] > 0.9 and meteor.per_clip[1] < 0.1  # exact match vs nothing in common
+    assert 0 < meteor.corpus < 1
+
+
 def test_tokenizer_is_pycocoevalcaps():
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
