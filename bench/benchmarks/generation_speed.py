@@ -7,8 +7,8 @@ call and samples per prompt, on this machine's CPU.
     python -m bench.benchmarks.generation_speed --generator dac-resynthesis --checkpoint untrained \\
         --steps none --option n_codebooks=1,9
     python -m bench.benchmarks.generation_speed --generator diffsound --timesteps 100 --steps none --stride 1 2 4
-    python -m bench.benchmarks.generation_speed --preset issue6   # discodiff + dac-resynthesis tables
-    python -m bench.benchmarks.generation_speed --preset issue7   # audioldm2, srcgaudio per rate, diffsound stride
+    python -m bench.benchmarks.generation_speed --preset waveform-and-codec   # discodiff, archisound, dac-resynthesis
+    python -m bench.benchmarks.generation_speed --preset latent-and-discrete  # audioldm2, srcgaudio per rate, diffsound stride
 
 Without --checkpoint a generator runs its tiny config with seeded random weights and is labelled
 untrained (speed does not depend on the weights' values, but a tiny config is not the full-size model).
@@ -29,16 +29,17 @@ import torch
 from bench.datasets import synthetic_dataset
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 
-# the measurement tables quoted in issue 6 (reference generators I) and issue 7 (reference generators II)
+# the reference generators' measurement tables: waveform / codec-latent diffusion (ArchiSound, DiscoDiff, DAC) and
+# mel-latent / discrete diffusion (AudioLDM 2, SRC-gAudio, Diffsound)
 PRESETS = {
-    "issue6": [
+    "waveform-and-codec": [
         ["--generator", "discodiff", "--steps", "5", "25", "50", "--samples-per-prompt", "1", "4",
          "--guidance", "2.0"],
         ["--generator", "archisound", "--steps", "5", "25", "--batch-sizes", "1", "4"],
         ["--generator", "dac-resynthesis", "--checkpoint", "untrained", "--steps", "none",
          "--option", "n_codebooks=1,9"],
     ],
-    "issue7": [
+    "latent-and-discrete": [
         ["--generator", "audioldm2", "--steps", "10", "25", "50", "--guidance", "3.5", "--batch-sizes", "2"],
         ["--generator", "srcgaudio", "--sample-rates", "16000", "48000", "--steps", "10", "50",
          "--guidance", "3.0", "--batch-sizes", "2"],
@@ -143,7 +144,7 @@ def print_table(args, rows: list[dict]) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), help="run the tables quoted in that issue (ignores the "
+    p.add_argument("--preset", choices=sorted(PRESETS), help="run a set of reference-generator tables (ignores the "
                    "per-table flags below; --duration, --repeats, --threads, --json still apply)")
     p.add_argument("--generator", default="archisound", help="registered generator name")
     p.add_argument("--checkpoint", help="checkpoint file or name (default: the untrained tiny config)")
