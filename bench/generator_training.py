@@ -17,12 +17,12 @@ will produce (every `every` steps and the last), so cell ids do not depend on wh
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 from pathlib import Path
 
 from bench.cache import default_cache_root
 from bench.errors import ConfigError
+from bench.suite import check_keys
 
 PREFIX = "training:"
 TABLE_KEYS = {"generator", "data", "steps", "every", "batch_size", "seed", "size", "lr", "config", "threads"}
@@ -43,13 +43,7 @@ def check_training_table(training, source: str) -> dict:
 
     for run, table in training.items():
         where = f"{source}: [training.{run}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table")
-        for key in table:
-            if key not in TABLE_KEYS:
-                close = difflib.get_close_matches(key, sorted(TABLE_KEYS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(TABLE_KEYS))}")
+        check_keys(table, TABLE_KEYS, source, f"training.{run}")
         for key in ("generator", "data", "steps"):
             if key not in table:
                 raise ConfigError(f"{where}: missing `{key}`")

@@ -7,7 +7,6 @@ set is processed once and reused. Work is done in chunks: a killed run loses at 
 from __future__ import annotations
 
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -116,7 +116,8 @@ def _where(source: str, section: str) -> str:
     return f"{source}: [{section}]" if section else source
 
 
-def _check_keys(table: dict, allowed: set, source: str, section: str) -> None:
+def check_keys(table: dict, allowed: set, source: str, section: str) -> None:
+    """`table` is a table whose keys are all in `allowed`; else an error naming the closest key."""
     if not isinstance(table, dict):
         raise ConfigError(f"{_where(source, section)} must be a table")
     for key in table:
@@ -139,7 +140,7 @@ def _as_list(value, source: str, field_name: str, kind) -> list:
 def parse_gate(entry, source: str) -> Gate:
     if isinstance(entry, str):
         entry = {"check": entry}
-    _check_keys(entry, _GATE_KEYS, source, "gates")
+    check_keys(entry, _GATE_KEYS, source, "gates")
     if "check" not in entry:
         raise ConfigError(f"{source}: a gate needs `check`, e.g. \"fad-vggish@audioldm <= 3.0\"")
     m = _GATE_RE.match(str(entry["check"]))
@@ -171,20 +172,20 @@ def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str, traini
 
 
 def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None) -> Suite:
-    _check_keys(raw, _TOP_KEYS, source, "")
+    check_keys(raw, _TOP_KEYS, source, "")
     for required in ("reference", "generators", "metrics"):
         if required not in raw:
             raise ConfigError(f"{source}: missing required key {required!r}")
     generation = raw.get("generation", {})
-    _check_keys(generation, _GENERATION_KEYS, source, "generation")
+    check_keys(generation, _GENERATION_KEYS, source, "generation")
     prompts = raw.get("prompts", {})
-    _check_keys(prompts, _PROMPT_KEYS, source, "prompts")
+    check_keys(prompts, _PROMPT_KEYS, source, "prompts")
     weights = raw.get("weights", {})
-    _check_keys(weights, _WEIGHTS_KEYS, source, "weights")
+    check_keys(weights, _WEIGHTS_KEYS, source, "weights")
     scoring = raw.get("scoring", {})
-    _check_keys(scoring, _SCORING_KEYS, source, "scoring")
+    check_keys(scoring, _SCORING_KEYS, source, "scoring")
     tracking = raw.get("tracking", {})
-    _check_keys(tracking, _TRACKING_KEYS, source, "tracking")
+    check_keys(tracking, _TRACKING_KEYS, source, "tracking")
     from bench.train_evaluator import check_suite_table
 
     evaluators = check_suite_table(raw.get("evaluators", {}), source)
@@ -211,7 +212,7 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     cells: list[Cell] = []
     for i, entry in enumerate(entries):
         section = f"generators][{i}"
-        _check_keys(entry, _GENERATOR_KEYS, source, section)
+        check_keys(entry, _GENERATOR_KEYS, source, section)
         if "name" not in entry:
             raise ConfigError(f"{_where(source, section)}: missing `name`")
         name = entry["name"]

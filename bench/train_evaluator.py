@@ -14,7 +14,6 @@ instruction set can still differ in the last bits.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import time
@@ -28,6 +27,9 @@ from tqdm import tqdm
 
 from bench.cache import atomic_write_bytes, atomic_write_json, default_cache_root, stable_hash
 from bench.errors import ConfigError
+# Seeded per-purpose generators and epoch-permutation batches: the same scheme as generator training.
+from generators.training import derived_generator as _generator
+from generators.training import epoch_batch as _batch
 
 TRAINER_VERSION = 1
 TRAINABLE = ("mel-inception",)
@@ -115,13 +117,6 @@ def training_fingerprint(clipset, classes: list[str], labels: np.ndarray) -> str
                         "labels": [[c.id, classes[k]] for c, k in zip(clipset.clips, labels.tolist())]})
 
 
-def _generator(seed: int, purpose: str, index: int = 0):
-    import torch
-
-    digest = hashlib.sha256(f"{seed}:{purpose}:{index}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
 def split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified: round(val_fraction * n_c) clips of every class (at least 1 when it has 2+)."""
     import torch
@@ -162,19 +157,6 @@ def run_key(spec: TrainSpec, fingerprint: str) -> dict:
     return {"trainer_version": TRAINER_VERSION, "backbone": mi.BACKBONE, "spec": asdict(spec),
             "config": mi.CONFIGS[spec.config].to_dict(), "fingerprint": fingerprint,
             "protocol": [MEL_DIFFSOUND.id, MEL_DIFFSOUND.version]}
-
-
-def _batch(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
-    """Positions step*B .. step*B+B-1 of an endless stream of per-epoch permutations of range(n)."""
-    import torch
-
-    positions = np.arange(step * batch_size, (step + 1) * batch_size)
-    out = np.empty(batch_size, np.int64)
-    for epoch in np.unique(positions // n):
-        perm = torch.randperm(n, generator=_generator(seed, "epoch", int(epoch))).numpy()
-        mask = positions // n == epoch
-        out[mask] = perm[positions[mask] % n]
-    return out
 
 
 def _save(path: Path, tensors: dict) -> None:
@@ -337,7 +319,7 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
 
 def check_suite_table(evaluators, source: str) -> dict:
     """Validate a suite's [evaluators] table: {backbone: {data, config, steps, seed, batch_size}}."""
-    import difflib
+    from bench.suite import check_keys
 
     if not isinstance(evaluators, dict):
         raise ConfigError(f"{source}: [evaluators] must be a table of backbone names, e.g. [evaluators.mel-inception]")
@@ -345,13 +327,7 @@ def check_suite_table(evaluators, source: str) -> dict:
         if backbone not in TRAINABLE:
             raise ConfigError(f"{source}: [evaluators.{backbone}]: only {', '.join(TRAINABLE)} can be trained here")
         where = f"{source}: [evaluators.{backbone}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table")
-        for key in table:
-            if key not in SPEC_KEYS:
-                close = difflib.get_close_matches(key, sorted(SPEC_KEYS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+        check_keys(table, SPEC_KEYS, source, f"evaluators.{backbone}")
         if "data" not in table:
             raise ConfigError(f"{where}: missing `data` (a labelled set: manifest, folder or builtin table)")
         try:

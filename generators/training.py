@@ -81,14 +81,14 @@ def get_trainable(name: str) -> Trainable:
     return TRAINABLES.lookup(name)
 
 
-def derived_generator(seed: int, purpose: str, index: int = 0) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}:{purpose}:{index}".encode()).digest()
-    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
 def _derived_seed(seed: int, purpose: str, index: int = 0) -> int:
     digest = hashlib.sha256(f"{seed}:{purpose}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def derived_generator(seed: int, purpose: str, index: int = 0) -> torch.Generator:
+    """A CPU generator for one purpose (and step) of a seeded run, independent of all the others."""
+    return torch.Generator(device="cpu").manual_seed(_derived_seed(seed, purpose, index))
 
 
 # ------------------------------------------------------------------------------------- checkpoints
