@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError, ConfigError
+from bench.cli_args import add_weights_arguments, cache_root, weights_choice
+from bench.core.errors import BenchError
 
 EXAMPLES = """examples:
   bench run                                   the built-in quickstart suite, offline
@@ -28,20 +29,6 @@ exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results sa
 (push them with `bench sync`), 4 --check-determinism found differences"""
 
 
-def _cache_root(args) -> Path | None:
-    return Path(args.cache_dir).expanduser() if args.cache_dir else None
-
-
-def _parse_checkpoints(items: list[str]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in items or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--checkpoint {item!r}: expected BACKBONE=PATH, e.g. vggish=/path/vggish.pth")
-        pairs.append((name, path))
-    return tuple(sorted(pairs))
-
-
 def cmd_run(args) -> int:
     from bench.runner import RunOptions, run_suite
     from bench.suite import load_suite
@@ -50,7 +37,7 @@ def cmd_run(args) -> int:
     if args.baseline:  # a bad baseline fails now, not after the run
         from leaderboards.sources import load_records
         load_records(args.baseline)
-    options = RunOptions(results_dir=Path(args.out) if args.out else None, cache_root=_cache_root(args),
+    options = RunOptions(results_dir=Path(args.out) if args.out else None, cache_root=cache_root(args),
                          tracking_uri=args.tracking_uri, tracking=False if args.no_tracking else None,
                          force=args.force, progress=not args.quiet,
                          allow_download=False if args.offline else None,
@@ -78,14 +65,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from bench.cache import atomic_write_json, stable_hash
-    from bench.datasets import open_clip_set
-    from bench.scoring import ScoreOptions, score
-    from metrics.backbones.base import WeightsChoice
+    from bench.core.cache import atomic_write_json, stable_hash
+    from bench.core.clipsets import open_clip_set
+    from bench.scoring import score
+    from metrics.inputs import ScoreOptions
 
-    choice = WeightsChoice(mode=args.weights, seed=args.seed, local_files=_parse_checkpoints(args.checkpoint),
-                           cache_root=_cache_root(args), allow_download=False if args.offline else None)
-    options = ScoreOptions(weights=choice, cache_root=_cache_root(args), batch_size=args.batch_size,
+    options = ScoreOptions(weights=weights_choice(args), cache_root=cache_root(args), batch_size=args.batch_size,
                            workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
                            progress=not args.quiet and args.format != "json", pairing=args.pairing)
     generated = open_clip_set(args.generated, Path.cwd())
@@ -117,10 +102,15 @@ def cmd_score(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from bench import weights
-    from bench.cache import default_cache_root
+    from bench.core import weights
+    from bench.core.cache import default_cache_root
+    from generators.base import GENERATORS
+    from metrics.backbones.base import BACKBONES
 
-    root = _cache_root(args) or default_cache_root()
+    # Backbone and generator modules (built-in and plugins) register their checkpoints when imported.
+    BACKBONES.load()
+    GENERATORS.load()
+    root = cache_root(args) or default_cache_root()
     if args.action == "list":
         print(f"weights cache: {weights.weights_dir(root)}")
         for row in weights.status_rows(root):
@@ -131,7 +121,7 @@ def cmd_weights(args) -> int:
             print(f"{'':<12} url {row['url']}\n{'':<12} sha256 {digest}; license {row['license']}")
         return 0
     if args.action == "fetch":
-        names = args.names or sorted(weights.all_cards())
+        names = args.names or sorted(weights.KNOWN_WEIGHTS)
         for name in names:
             resolved = weights.resolve(name, root, allow_download=True)
             print(f"{name}: {resolved.path} ({resolved.source}) sha256 {resolved.sha256}")
@@ -205,18 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--pairing", choices=("strict", "audioldm-99"), default="strict",
                     help="paired metrics (KL): every id must pair (strict), or audioldm_eval's rule: pair "
                     "the matching ids when more than 99%% of reference ids match (audioldm-99)")
-    sc.add_argument("--weights", choices=("pretrained", "untrained"), default="pretrained",
-                    help="pretrained weights from the cache (default) or seeded random weights (untrained)")
-    sc.add_argument("--seed", type=int, default=0, help="seed for --weights untrained")
-    sc.add_argument("--checkpoint", action="append", metavar="BACKBONE=PATH",
-                    help="use a local checkpoint file for a backbone (its sha256 is recorded)")
+    add_weights_arguments(sc)
     sc.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for CIs (0: none)")
     sc.add_argument("--bootstrap-seed", type=int, default=0)
     sc.add_argument("--batch-size", type=int, default=32, help="backbone batch size")
     sc.add_argument("--workers", type=int, default=2, help="decoding threads")
     sc.add_argument("--format", choices=("text", "json"), default="text")
     sc.add_argument("--out", help="where to write the JSON record (default: bench-results/score/HASH.json)")
-    sc.add_argument("--offline", action="store_true", help="never download weights")
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=cmd_score)
 
@@ -261,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.compare import add_parser as add_compare_parser
     add_compare_parser(sub)
 
-    from bench.train_evaluator import add_parser as add_train_evaluator_parser
+    from bench.training.cli import add_parser as add_train_evaluator_parser
     add_train_evaluator_parser(sub)
 
     from bench.select import add_parser as add_select_parser

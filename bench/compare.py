@@ -28,11 +28,13 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from bench.datasets import ClipSet, open_clip_set
-from bench.errors import BenchError, ConfigError
-from bench.scoring import ScoreOptions, SetEmbeddings, embed_captions, embed_set
+from bench.cli_args import add_weights_arguments
+from bench.core.clipsets import ClipSet, open_clip_set
+from bench.core.errors import BenchError, ConfigError
+from bench.scoring import embed_captions, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.frechet import StackedClips
+from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics.kad import KADStats
 from metrics.registry import MetricDef, get_metric
 
@@ -393,23 +395,21 @@ def add_parser(sub) -> None:
     cp.add_argument("record_b", help="RunRecord or `bench score` record JSON (B)")
     cp.add_argument("--level", type=float, default=0.95, help="confidence level (default: %(default)s)")
     cp.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples (default: %(default)s)")
-    cp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    cp.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     cp.add_argument("--metric", action="append", help="compare only this metric id (repeatable)")
-    cp.add_argument("--checkpoint", action="append", metavar="BACKBONE=PATH",
-                    help="local checkpoint for a pretrained backbone (must be the one the records used)")
+    add_weights_arguments(cp, untrained=False)  # weights come from the records; a local file must match
     cp.add_argument("--workers", type=int, default=2, help="decoding threads")
     cp.add_argument("--format", choices=("text", "json"), default="text")
-    cp.add_argument("--offline", action="store_true", help="never download weights")
     cp.add_argument("--quiet", action="store_true", help="no progress output")
     cp.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args) -> int:
-    from bench.cli import _cache_root, _parse_checkpoints
+    from bench.cli_args import cache_root, parse_checkpoints
 
-    options = CompareOptions(level=args.level, bootstrap=args.bootstrap, seed=args.seed,
-                             metrics=tuple(args.metric or ()), local_files=_parse_checkpoints(args.checkpoint),
-                             cache_root=_cache_root(args), allow_download=False if args.offline else None,
+    options = CompareOptions(level=args.level, bootstrap=args.bootstrap, seed=args.bootstrap_seed,
+                             metrics=tuple(args.metric or ()), local_files=parse_checkpoints(args.checkpoint),
+                             cache_root=cache_root(args), allow_download=False if args.offline else None,
                              workers=args.workers, progress=not args.quiet and args.format != "json")
     report = compare_records(Path(args.record_a), Path(args.record_b), options)
     print(json.dumps(report, indent=2) if args.format == "json" else render_text(report))

@@ -3,14 +3,14 @@
 The second computation regenerates and re-embeds everything into an empty scratch cache (weights and
 trained evaluators are reused: they are inputs, not results) and writes into a scratch results
 directory whose path is then mapped back, so only real differences remain. Wall-clock fields
-(bench.records.NONDETERMINISTIC_FIELDS) are not compared.
+(bench.core.records.NONDETERMINISTIC_FIELDS) are not compared.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench.records import comparable
+from bench.core.records import comparable
 
 
 def diff(a, b, path: str = "") -> list[str]:

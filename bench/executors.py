@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from bench.errors import BenchError, ConfigError
+from bench.core.errors import BenchError, ConfigError
 
 EXECUTORS = ("local", "ray")
 _EXECUTOR_KEYS = {"name", "address", "max_in_flight"}

@@ -16,22 +16,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.audio import write_audio
-from bench.cache import ArrayCache, default_cache_root, stable_hash
-from bench.crashpoints import crash_point
+from bench.core.audio import write_audio
+from bench.core.cache import ArrayCache, default_cache_root, stable_hash
+from bench.core.crashpoints import crash_point
 from bench.determinism import record_differences, relocate
-from bench.datasets import load_manifest, open_clip_set
-from bench.errors import BenchError, ConfigError
+from bench.core.clipsets import load_manifest, open_clip_set
+from bench.core.errors import BenchError, ConfigError
 from bench.executors import Job, LocalExecutor, make_executor
-from bench.records import SCHEMA, read_record, write_record
-from bench.scoring import ScoreOptions, score
+from bench.core.records import SCHEMA, read_record, write_record
+from metrics.inputs import ScoreOptions
+from bench.scoring import score
 from bench.suite import Cell, Gate, Suite
 from bench.sync import mark_unsynced, track
 from bench.tracking import TrackingError, default_tracking_uri
-from bench.generator_training import ensure_generator_training, resolve_trained_cells
-from bench.train_evaluator import ensure_evaluators
-from bench.versions import git_revision, library_versions
-from bench.weights import sha256_file
+from bench.training.generator_runs import ensure_generator_training, resolve_trained_cells
+from bench.training.evaluator import ensure_evaluators
+from bench.core.versions import git_revision, library_versions
+from bench.core.weights import sha256_file
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from leaderboards import ci_summary, markdown
 from metrics.backbones.base import WeightsChoice

@@ -27,14 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.datasets import ClipSet
-from bench.errors import ConfigError
-from bench.scoring import ScoreOptions, score
-from metrics.perturbations import Perturbation, SetContext, apply, format_level, get_perturbation
+from bench.cli_args import add_weights_arguments
+from bench.core.clipsets import ClipSet
+from bench.core.errors import ConfigError
+from bench.sanity_report import PROBLEMS
+from bench.scoring import score
+from metrics.inputs import ScoreOptions
+from metrics.perturbations import (
+    Perturbation,
+    SetContext,
+    apply,
+    format_level,
+    get_perturbation,
+)
 from metrics.registry import MetricDef, get_metric
 
 SCHEMA = "bench.sanity-report/1"
-PROBLEMS = ("insensitive", "non-monotone", "wrong-direction", "not-invariant")
 
 
 def perturbed_set(reference: ClipSet, p: Perturbation, level: float, seed: int) -> ClipSet:
@@ -232,11 +240,7 @@ def add_parser(sub) -> None:
                          "perturbation's own. The clean set (identity level) is always included")
     sp.add_argument("--require", action="append", metavar="METRIC:PERTURBATION",
                     help="declare that METRIC must be sensitive to PERTURBATION; exit 1 if not (repeatable)")
-    sp.add_argument("--weights", choices=("pretrained", "untrained"), default="pretrained",
-                    help="pretrained weights from the cache (default) or seeded random weights (untrained)")
-    sp.add_argument("--seed", type=int, default=0, help="seed for --weights untrained")
-    sp.add_argument("--checkpoint", action="append", metavar="BACKBONE=PATH",
-                    help="use a local checkpoint file for a backbone (its sha256 is recorded)")
+    add_weights_arguments(sp)
     sp.add_argument("--perturbation-seed", type=int, default=0, help="seed of the perturbations' randomness")
     sp.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for CIs (0: none)")
     sp.add_argument("--bootstrap-seed", type=int, default=0)
@@ -246,17 +250,15 @@ def add_parser(sub) -> None:
     sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the report directory)")
     sp.add_argument("--experiment", default="sanity", help="MLflow experiment (default: %(default)s)")
     sp.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    sp.add_argument("--offline", action="store_true", help="never download weights")
     sp.add_argument("--quiet", action="store_true", help="no progress output")
     sp.set_defaults(func=cmd_sanity)
 
 
 def cmd_sanity(args) -> int:
-    from bench.cli import _cache_root, _parse_checkpoints
-    from bench.datasets import open_clip_set
+    from bench.cli_args import cache_root, weights_choice
+    from bench.core.clipsets import open_clip_set
     from bench.sanity_report import log_report, render_markdown, write_report
     from bench.tracking import TrackingError, default_tracking_uri
-    from metrics.backbones.base import WeightsChoice
     from metrics.perturbations import all_perturbations
 
     names = args.perturbation or sorted(all_perturbations())
@@ -266,11 +268,10 @@ def cmd_sanity(args) -> int:
     for m in args.metric:
         get_metric(m)  # a bad name fails before any work
     require = parse_requirements(args.require, args.metric, names)
-    choice = WeightsChoice(mode=args.weights, seed=args.seed, local_files=_parse_checkpoints(args.checkpoint),
-                           cache_root=_cache_root(args), allow_download=False if args.offline else None)
+    choice = weights_choice(args)
     if args.bootstrap == 1 or args.bootstrap < 0:
         raise ConfigError(f"--bootstrap must be 0 (no CIs) or >= 2, got {args.bootstrap}")
-    options = ScoreOptions(weights=choice, cache_root=_cache_root(args), batch_size=args.batch_size,
+    options = ScoreOptions(weights=choice, cache_root=cache_root(args), batch_size=args.batch_size,
                            workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
                            progress=False)
     reference = open_clip_set(args.reference, Path.cwd())

@@ -12,9 +12,12 @@ import math
 import re
 from pathlib import Path
 
-from bench.cache import atomic_write_bytes, atomic_write_json
-from bench.sanity import PROBLEMS
+from bench.core.cache import atomic_write_bytes, atomic_write_json
 from bench.tracking import TrackingError, mlflow_key
+
+# Verdicts that are listed as problems in reports.
+PROBLEMS = ("insensitive", "non-monotone", "wrong-direction", "not-invariant")
+
 
 
 def _json_safe(obj):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cache import atomic_write_bytes, atomic_write_json
-from bench.errors import ConfigError
+from bench.cli_args import add_weights_arguments
+from bench.core.cache import atomic_write_bytes, atomic_write_json
+from bench.core.errors import ConfigError
 
 CRITERIA = {"spice+cider-d": ("caption-spice", "caption-cider-d"), "cider-d": ("caption-cider-d",)}
 
@@ -87,25 +88,21 @@ def add_parser(sub) -> None:
     p.add_argument("--by", choices=tuple(CRITERIA), default="spice+cider-d",
                    help="ranking score: SPICE + CIDEr-D (Diffsound; needs the CoreNLP jars) or CIDEr-D alone")
     p.add_argument("--out", required=True, help="output manifest (.jsonl); the record goes to OUT.record.json")
-    p.add_argument("--checkpoint", action="append", metavar="BACKBONE=PATH", help="local captioner checkpoint")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--offline", action="store_true", help="never download weights")
+    add_weights_arguments(p, untrained=False)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    from bench.cli import _cache_root, _parse_checkpoints
-    from bench.datasets import open_clip_set
-    from bench.scoring import ScoreOptions
-    from metrics.backbones.base import WeightsChoice
+    from bench.cli_args import cache_root, weights_choice
+    from bench.core.clipsets import open_clip_set
+    from metrics.inputs import ScoreOptions
 
     out = Path(args.out)
     if out.suffix.lower() != ".jsonl":
         raise ConfigError(f"--out {args.out}: the selection is written as a JSONL manifest; name it *.jsonl")
-    choice = WeightsChoice(local_files=_parse_checkpoints(args.checkpoint), cache_root=_cache_root(args),
-                           allow_download=False if args.offline else None)
-    options = ScoreOptions(weights=choice, cache_root=_cache_root(args), batch_size=args.batch_size,
+    options = ScoreOptions(weights=weights_choice(args), cache_root=cache_root(args), batch_size=args.batch_size,
                            bootstrap=0, progress=not args.quiet)
     generated = open_clip_set(args.generated, Path.cwd())
     result = select(generated, args.captioner, args.top_k, args.by, options)

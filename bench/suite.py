@@ -5,7 +5,6 @@ generated, scored and recorded on its own. Unknown keys are errors naming the fi
 """
 from __future__ import annotations
 
-import difflib
 import glob
 import re
 import tomllib
@@ -13,8 +12,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from bench.cache import stable_hash
-from bench.errors import ConfigError
+from bench.core.cache import stable_hash
+from bench.core.errors import ConfigError
+from bench.core.config import check_keys, where as _where
 
 _TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "generation", "generators",
              "metrics", "weights", "scoring", "tracking", "gates", "evaluators", "executor", "training"}
@@ -62,7 +62,7 @@ class Cell:
     resampler: str
     batch_size: int
     # Identity of a suite-trained checkpoint ("training:RUN/step-000100.pt") when `checkpoint` is its file
-    # in the cache (bench.generator_training): ids and hashes use the name, not the machine's path.
+    # in the cache (bench.training.generator_runs): ids and hashes use the name, not the machine's path.
     checkpoint_name: str | None = None
 
     def params(self) -> dict:
@@ -92,7 +92,7 @@ class Suite:
     base_dir: Path
     description: str
     results_dir: Path
-    reference: object  # spec for bench.datasets.open_clip_set
+    reference: object  # spec for bench.core.clipsets.open_clip_set
     prompts: dict
     cells: list[Cell]
     metrics: list[str]
@@ -101,31 +101,15 @@ class Suite:
     tracking: dict
     gates: list[Gate] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
-    # Backbones trained before scoring (bench.train_evaluator), e.g. {"mel-inception": {"data": ...}}.
+    # Backbones trained before scoring (bench.training.evaluator), e.g. {"mel-inception": {"data": ...}}.
     evaluators: dict = field(default_factory=dict)
     executor: dict = field(default_factory=dict)  # {name: "local"|"ray", address, max_in_flight}
-    # Generators trained before generation (bench.generator_training), {run: {generator, data, steps, ...}}.
+    # Generators trained before generation (bench.training.generator_runs), {run: {generator, data, steps, ...}}.
     training: dict = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
         return stable_hash(self.raw)
-
-
-def _where(source: str, section: str) -> str:
-    return f"{source}: [{section}]" if section else source
-
-
-def check_keys(table: dict, allowed: set, source: str, section: str) -> None:
-    """`table` is a table whose keys are all in `allowed`; else an error naming the closest key."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{_where(source, section)} must be a table")
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{_where(source, section)}: unknown key {key!r}{hint}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
 
 
 def _as_list(value, source: str, field_name: str, kind) -> list:
@@ -156,7 +140,7 @@ def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str, traini
     out: list[str | None] = []
     for pattern in _as_list(patterns, source, f"generators.{name}.checkpoints", str):
         if pattern.startswith("training:"):  # checkpoints of a [training.RUN] the suite trains itself
-            from bench.generator_training import expand_training_checkpoints
+            from bench.training.generator_runs import expand_training_checkpoints
 
             out.extend(expand_training_checkpoints(pattern, training, source, name))
             continue
@@ -186,13 +170,13 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     check_keys(scoring, _SCORING_KEYS, source, "scoring")
     tracking = raw.get("tracking", {})
     check_keys(tracking, _TRACKING_KEYS, source, "tracking")
-    from bench.train_evaluator import check_suite_table
+    from bench.training.evaluator import check_suite_table
 
     evaluators = check_suite_table(raw.get("evaluators", {}), source)
     from bench.executors import parse_executor
 
     executor = parse_executor(raw.get("executor"), source)
-    from bench.generator_training import check_training_table
+    from bench.training.generator_runs import check_training_table
 
     training = check_training_table(raw.get("training", {}), source)
 

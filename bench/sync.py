@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cache import atomic_write_json, stable_hash
-from bench.crashpoints import crash_point
-from bench.errors import BenchError
-from bench.records import read_record
+from bench.core.cache import atomic_write_json, stable_hash
+from bench.core.crashpoints import crash_point
+from bench.core.errors import BenchError
+from bench.core.records import read_record
 from bench.tracking import TrackingError, default_tracking_uri, log_record
 
 DIGEST_TAG = "bench.record_sha256"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.archisound_unet import ArchisoundNet
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate, check_request,
                              register_generator, sample_rng, sample_seed)
@@ -218,7 +218,7 @@ class ArchisoundGenerator:
             self.clips = context.reference.by_id()
 
     def _reference_clip(self, prompt_id: str, n: int) -> torch.Tensor:
-        from bench.resample import resample
+        from bench.core.resample import resample
 
         if prompt_id not in self.clips:
             raise ConfigError(f"generator {self.name!r}: prompt id {prompt_id!r} is not in the reference set "

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.text_encoders import build_text_encoder, mean_pool, sinusoid
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import CheckpointError, ConfigError
+from bench.core.errors import CheckpointError, ConfigError
 from generators.audioldm2_tiny import build_tiny_pipeline, import_diffusers
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_seed)
@@ -119,7 +119,7 @@ def _check_layout(folder: Path, checkpoint: str) -> None:
 def folder_fingerprint(folder: Path) -> str:
     """sha256 over (relative path, content id) of every file. HF cache files are symlinks into blobs/
     named by their content hash, so those are not re-read; plain files are hashed (memoized)."""
-    from bench.weights import sha256_file
+    from bench.core.weights import sha256_file
 
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".sha256.json")):

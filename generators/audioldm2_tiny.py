@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from metrics.backbones.torchvision_compat import ensure_torchaudio_importable, ensure_torchvision_importable
+from bench.core.torch_compat import ensure_torchaudio_importable, ensure_torchvision_importable
 
 # A small word list for the in-memory tokenizers (unknown words map to <unk>; fine for random weights).
 _WORDS = ("a an the of on in with and is are dog dogs bark barks barking man woman speaks speaking "

@@ -13,8 +13,8 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def check_request(generator: Generator, request: GenerationRequest) -> None:
 class GeneratorContext:
     """What a generator factory may need besides its checkpoint."""
 
-    reference: object | None = None  # bench.datasets.ClipSet, for generators that read reference audio
+    reference: object | None = None  # bench.core.clipsets.ClipSet, for generators that read reference audio
     resampler: str = "soxr-vhq"
 
 
@@ -125,7 +125,7 @@ def build_generator(name: str, checkpoint: str | None, context: GeneratorContext
 def at_requested_rate(waveform: np.ndarray, native_rate: int, request: GenerationRequest,
                       resampler: str) -> tuple[np.ndarray, dict]:
     """Resample a native-rate output to the requested rate; the metadata says what was done."""
-    from bench.resample import NO_RESAMPLING, resample
+    from bench.core.resample import NO_RESAMPLING, resample
 
     meta = {"native_sample_rate": native_rate, "output_sample_rate": request.sample_rate,
             "resampler": None}

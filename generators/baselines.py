@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_rng)
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import CheckpointError, ConfigError
-from bench.weights import WeightsCard, register_weights
+from bench.core.errors import CheckpointError, ConfigError
+from bench.core.weights import WeightsCard, register_weights
 
 DAC_44KHZ = register_weights(WeightsCard(
     name="dac-44khz",
@@ -277,8 +277,8 @@ def load_codec(spec: str, cache_root: Path | None = None, seed: int = 0) -> tupl
                                                  "seed": seed}
     if spec == "untrained-tiny":
         return random_codec(TINY_CONFIG, seed), {"codec": "dac-tiny", "weights": "untrained", "seed": seed}
-    from bench import weights
-    from bench.cache import default_cache_root
+    from bench.core import weights
+    from bench.core.cache import default_cache_root
 
     local = None if spec == DAC_44KHZ.name else spec
     if local is not None and not Path(local).expanduser().is_file():

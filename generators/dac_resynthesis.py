@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator)
 from generators.dac_codec import DACCodec, load_codec
@@ -38,7 +38,7 @@ class ReferenceAudio:
 
     def load(self, prompt_id: str, rate: int) -> tuple[torch.Tensor, dict]:
         """[1, 1, N] float32 at `rate`, and what to record about it."""
-        from bench.resample import resample
+        from bench.core.resample import resample
 
         clip = self.clips[prompt_id]
         wave, native = self.context.reference.load(clip)

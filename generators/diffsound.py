@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_rng)
 from generators.diffsound_diffusion import MaskUniformSchedule, steps_for_stride

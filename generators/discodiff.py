@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_rng)
 from generators.dac_codec import TINY_CONFIG, DACCodec, load_codec, random_codec

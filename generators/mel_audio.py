@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.text_encoders import sinusoid
 
 LOG_FLOOR = 1e-5

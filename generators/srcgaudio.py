@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, check_request,
                              register_generator, sample_rng)
 from generators.mel_audio import (MelSpec, MelVocoder, check_vocoder, grid_positions, mel_to_wave, pad_frames,
@@ -112,7 +112,7 @@ class SRCgAudioModel(nn.Module):
 def _resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
     if rate_in == rate_out:
         return wave
-    from bench.resample import resample
+    from bench.core.resample import resample
 
     out = resample(wave.numpy()[None], rate_in, rate_out, "soxr-vhq")[0]
     return torch.from_numpy(np.ascontiguousarray(out, np.float32))

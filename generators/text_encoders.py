@@ -21,8 +21,8 @@ import re
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
 
 TEXT_ENCODERS = Registry("text encoder")
 PAD, EMPTY = 0, 1  # bucket 0: padding; bucket 1: the empty caption (classifier-free guidance's null text)

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.cache import atomic_write_bytes, stable_hash
-from bench.errors import CheckpointError, ConfigError
-from bench.registry import Registry
+from bench.core.cache import atomic_write_bytes, stable_hash
+from bench.core.errors import CheckpointError, ConfigError
+from bench.core.registry import Registry
 
 FORMAT = "bench-generator-checkpoint/1"
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})\.pt$")
@@ -126,7 +126,7 @@ def load_generator_checkpoint(path: str | Path, expected_generator: str) -> tupl
     if state["generator"] != expected_generator:
         raise CheckpointError(f"generator checkpoint {path} was trained for generator {state['generator']!r}, "
                               f"not {expected_generator!r}; use it with generator {state['generator']!r}")
-    from bench.weights import sha256_file
+    from bench.core.weights import sha256_file
 
     meta = {"path": str(path), "sha256": sha256_file(Path(path)), "step": int(state["step"]),
             "data_fingerprint": state.get("data_fingerprint"), "training": state.get("training", {})}
@@ -187,8 +187,8 @@ class TrainingData:
     """Every clip of a set as [C, N] float32 at the config's rate and channel count, held in memory."""
 
     def __init__(self, clipset, config: dict, resampler: str = "soxr-vhq", progress: bool = True):
-        from bench.audio import check_waveform
-        from bench.resample import resample
+        from bench.core.audio import check_waveform
+        from bench.core.resample import resample
 
         rate, channels = int(config["sample_rate"]), int(config.get("channels", 1))
         self.segment = int(round(float(config["duration_s"]) * rate))
@@ -325,7 +325,7 @@ def train_generator(name: str, data, out_dir: Path, settings: TrainSettings, siz
 
 
 def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, log) -> TrainOutcome:
-    from bench.train_evaluator import open_training_set
+    from bench.core.clipsets import open_training_set
 
     trainable = get_trainable(name)
     config = apply_overrides(trainable.default_config(size), overrides, name)

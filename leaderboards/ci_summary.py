@@ -69,7 +69,7 @@ def _deltas(records: list[dict], baseline: list[dict], source: str) -> list[str]
             if old is None:
                 rows.append(f"| {name} | – | – | – | not in baseline |")
                 continue
-            _, p = metric_display(result["metric"])
+            _, p = metric_display(result)
             if metric_identity(old) != metric_identity(result):
                 rows.append(f"| {name} | {fmt_number(old['value'], p)} | {fmt_number(result['value'], p)} | – | "
                             "not comparable: protocol or backbone differs |")

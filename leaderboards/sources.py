@@ -11,8 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.errors import BenchError
-from bench.records import read_record
+from bench.core.errors import BenchError
+from bench.core.records import read_record
 
 
 def load_records(path: str | Path) -> list[dict]:

@@ -12,7 +12,7 @@ metrics). Renderers only format what it decided:
 - Layouts. `models`: one row per configuration (DiscoDiff Table 1), with sample rate, duration and
   generation time per clip as info columns. `rates`, `steps`, `checkpoints`: one section per model,
   rows ordered by that axis (SRC-gAudio Table I, Diffsound Table V, training curves).
-- Columns. Metric direction, unit and precision come from the metric definitions (MetricDef), so a
+- Columns. Metric direction, unit and precision come from the records (each MetricDef writes them), so a
   new metric needs no leaderboard edit. Every value of a column is printed with the same decimals.
 - Marks. Per metric column (and per section), the best value gets rank 1 and the second rank 2,
   compared at the printed precision so that ties share a rank.
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 FIELDS = ("label", "generator", "checkpoint", "seed", "steps", "guidance", "sample_rate", "duration_s")
 FIELD_TITLES = {"label": "Model", "generator": "Generator", "checkpoint": "Checkpoint", "seed": "Seed",
@@ -161,19 +161,10 @@ def backbone_text(result: dict) -> str:
 
 # ------------------------------------------------------------------------------------ building
 
-def _metric_defs() -> dict:
-    from metrics.registry import all_metrics
-
-    try:
-        return dict(all_metrics())
-    except BenchError:  # a broken plugin must not hide the table: fall back to the records' metadata
-        return {}
-
-
-def metric_display(metric_id: str, defs: dict | None = None) -> tuple[str, int]:
-    """(unit, precision) of a metric from its definition; defaults for metrics not installed here."""
-    mdef = (_metric_defs() if defs is None else defs).get(metric_id)
-    return getattr(mdef, "unit", ""), getattr(mdef, "precision", DEFAULT_PRECISION)
+def metric_display(result: dict) -> tuple[str, int]:
+    """(unit, precision) of a metric, as its definition wrote them into the record."""
+    precision = result.get("precision")
+    return result.get("unit") or "", DEFAULT_PRECISION if precision is None else int(precision)
 
 
 def metric_identity(result: dict) -> tuple:
@@ -208,13 +199,12 @@ def _metric_columns(records: list[dict], wanted: list[str] | None) -> list[Colum
                                  f"{', '.join(keys) or 'none'}")
             chosen += [k for k in match if k not in chosen]
         keys = chosen
-    defs = _metric_defs()
     columns = []
     for key in keys:
         r = first[key]
-        unit, precision = metric_display(r["metric"], defs)
+        unit, precision = metric_display(r)
         protocol = r.get("protocol") or {}
-        direction = r.get("direction") or getattr(defs.get(r["metric"]), "direction", None)
+        direction = r.get("direction")
         columns.append(Column(
             key=key, kind="metric", title=key, direction=direction, unit=unit, precision=precision,
             untrained=bool(r.get("untrained")),

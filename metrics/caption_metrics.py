@@ -15,9 +15,9 @@ import json
 
 import numpy as np
 
-from bench.audio import to_mono
-from bench.errors import BenchError, ConfigError
-from bench.resample import resample
+from bench.core.audio import to_mono
+from bench.core.errors import BenchError, ConfigError
+from bench.core.resample import resample
 from metrics import caption_scores
 from metrics.backbones import captioner
 from metrics.backbones import captioner_small as small

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import weights as weights_registry
-from bench.errors import BenchError, CheckpointError
-from bench.weights import WeightsCard, register_weights
+from bench.core import weights as weights_registry
+from bench.core.errors import BenchError, CheckpointError
+from bench.core.weights import WeightsCard, register_weights
 
 # pycocoevalcap's PTBTokenizer drops these tokens after tokenizing.
 PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":",
@@ -207,7 +207,7 @@ def _meteor(gts: dict, res: dict) -> CaptionScore:
 
 def spice_jars(cache_root: Path | None = None, allow_download: bool | None = None) -> list[weights_registry.ResolvedWeights]:
     """Both CoreNLP 3.6.0 jars from the weights cache (downloaded when allowed), or SpiceUnavailable."""
-    from bench.cache import default_cache_root
+    from bench.core.cache import default_cache_root
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     resolved, problems = [], []
@@ -240,7 +240,7 @@ def spice_command(jars: list[Path], in_file: Path, out_file: Path, cache_dir: Pa
 
 def spice(gts: dict, res: dict, cache_root: Path | None = None, allow_download: bool | None = None) -> CaptionScore:
     """SPICE F-score per item (scores.All.f, NaN when undefined) and their mean, as pycocoevalcap's Spice."""
-    from bench.cache import default_cache_root
+    from bench.core.cache import default_cache_root
 
     jars = spice_jars(cache_root, allow_download)
     root = Path(cache_root) if cache_root is not None else default_cache_root()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.audio import to_mono
-from bench.errors import AudioError
-from bench.resample import resample
+from bench.core.audio import to_mono
+from bench.core.errors import AudioError
+from bench.core.resample import resample
 from metrics.backbones import clap
 from metrics.bootstrap import bootstrap_interval
 from metrics.protocols import EmbeddingProtocol

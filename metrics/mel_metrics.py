@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.audio import to_mono
-from bench.resample import resample
+from bench.core.audio import to_mono
+from bench.core.resample import resample
 from metrics.backbones import mel_inception as mi
 from metrics.classwise import softmax
 from metrics.fad import frechet_metric

@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from bench.errors import BenchError
-from bench.scoring import pair_by_id
+from bench.core.errors import BenchError
+from metrics.inputs import pair_by_id
 from metrics.bootstrap import bootstrap_interval
 from metrics.classwise import kl_per_pair
 

@@ -12,8 +12,8 @@ import functools
 
 import numpy as np
 
-from bench.audio import pad_to_min_length, to_mono
-from bench.resample import resample
+from bench.core.audio import pad_to_min_length, to_mono
+from bench.core.resample import resample
 from metrics.bootstrap import bootstrap_interval
 from metrics.classwise import inception_score, sigmoid, softmax
 from metrics.fad import frechet_metric

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.audio import peak, to_mono
-from bench.errors import AudioError
-from bench.resample import resample
-from bench.scoring import pair_by_id
+from bench.core.audio import peak, to_mono
+from bench.core.errors import AudioError
+from bench.core.resample import resample
+from metrics.inputs import pair_by_id
 from metrics.backbones import passt
 from metrics.bootstrap import bootstrap_interval
 from metrics.classwise import kl_per_pair, softmax

@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from bench.errors import ConfigError
-from bench.registry import Registry
-from bench.resample import resample
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
+from bench.core.resample import resample
 
 EXPECTATIONS = ("degrade", "invariant", "any")
 STRENGTH_ORDERS = ("higher", "lower", "farther")  # stronger = higher level | lower level | farther from identity

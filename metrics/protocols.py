@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from bench.audio import pad_to_min_length, peak, to_mono
-from bench.resample import resample, resampler_info
+from bench.core.audio import pad_to_min_length, peak, to_mono
+from bench.core.resample import resample, resampler_info
 from metrics.backbones import vggish_frontend as vf
 
 

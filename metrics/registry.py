@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
 from metrics.protocols import EmbeddingProtocol
 
 
@@ -56,7 +56,7 @@ class MetricDef:
 
     def describe(self) -> dict:
         return {"metric": self.id, "metric_version": self.version, "direction": self.direction,
-                "kind": self.kind, "lineage": self.lineage}
+                "kind": self.kind, "lineage": self.lineage, "unit": self.unit, "precision": self.precision}
 
 
 # id -> MetricDef; plugins: entry-point group "bench.metrics".

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from bench.datasets import open_clip_set
+from bench.core.clipsets import open_clip_set
 
 TINY_SET = {"builtin": "synthetic", "n_clips": 8, "duration_s": 1.0, "seed": 3}
 
@@ -18,7 +18,7 @@ def tiny_set():
 
 
 def train_tiny_captioner(out_dir: Path, steps: int = 40):
-    from bench.train_captioner import CaptionTrainSpec, train_captioner
+    from bench.training.captioner import CaptionTrainSpec, train_captioner
 
     return train_captioner(tiny_set(), out_dir, CaptionTrainSpec(steps=steps, batch_size=8, seed=1),
                            progress=False, log=lambda *a: None)

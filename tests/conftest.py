@@ -19,7 +19,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 def write_clips(directory, clips):
     """Write {id: (waveform [C, n], rate)} as WAV files; return the directory."""
-    from bench.audio import write_audio
+    from bench.core.audio import write_audio
 
     directory.mkdir(parents=True, exist_ok=True)
     for clip_id, (wave, rate) in clips.items():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.datasets import synthetic_dataset
-from bench.errors import CheckpointError, ConfigError
+from bench.core.clipsets import synthetic_dataset
+from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.training import TrainSettings, read_checkpoint, save_checkpoint, train_generator
 from tests.generator_helpers import by_key, one_thread  # noqa: F401 (one_thread: autouse fixture)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.audio import (SILENCE_PEAK, check_waveform, is_silent, pad_to_min_length, peak,
+from bench.core.audio import (SILENCE_PEAK, check_waveform, is_silent, pad_to_min_length, peak,
                          read_audio, to_mono, write_audio)
-from bench.errors import AudioError
+from bench.core.errors import AudioError
 
 
 def _noise(channels=2, frames=1000, seed=0):

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.errors import CheckpointError, ConfigError
+from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from tests.generator_helpers import by_key, one_thread  # noqa: F401 (one_thread: autouse fixture)
 

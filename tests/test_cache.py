@@ -1,6 +1,6 @@
 import numpy as np
 
-from bench.cache import ArrayCache, stable_hash
+from bench.core.cache import ArrayCache, stable_hash
 
 
 def test_round_trip_and_counters(tmp_path):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.errors import BenchError, CheckpointError, ConfigError
+from bench.core.errors import BenchError, CheckpointError, ConfigError
 from metrics.backbones import base
 from metrics.backbones.base import WeightsChoice, load_backbone
 from tests.caption_helpers import shared_captioner, tiny_set, train_tiny_captioner
@@ -126,7 +126,8 @@ def test_training_lowers_loss_and_is_reused(trained):
 
 
 def test_trained_captioner_scores_through_score(trained, tmp_path):
-    from bench.scoring import ScoreOptions, score
+    from metrics.inputs import ScoreOptions
+    from bench.scoring import score
 
     out, result = trained
     options = ScoreOptions(weights=WeightsChoice(local_files=(("small-captioner", str(result.checkpoint)),),

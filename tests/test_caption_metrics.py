@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.datasets import load_manifest
-from bench.errors import BenchError, ManifestError
+from bench.core.clipsets import load_manifest
+from bench.core.errors import BenchError, ManifestError
 from metrics import caption_scores as cs
 
 # PROTOCOLS.md "Caption metrics" (aac-metrics documentation example).

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.datasets import load_manifest
+from bench.core.clipsets import load_manifest
 from bench.select import rank
 from tests.caption_helpers import shared_captioner, write_manifest
 
@@ -44,7 +44,8 @@ def test_select_writes_top_k_manifest(setup, capsys):
     record = json.loads((root / "best.jsonl.record.json").read_text())
     assert record["ranking"]["by"] == "cider-d" and record["ranking"]["diffsound"] is False
     # The kept clips are each prompt's two best by the CIDEr-D scores computed independently here.
-    from bench.scoring import ScoreOptions, score
+    from metrics.inputs import ScoreOptions
+    from bench.scoring import score
     from metrics.backbones.base import WeightsChoice
 
     options = ScoreOptions(weights=WeightsChoice(local_files=(("small-captioner", str(checkpoint)),),

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench import weights
+from bench.core import weights
 from bench.benchmarks.stand_in_tokenizer import write_roberta_tokenizer
-from bench.datasets import load_manifest
-from bench.errors import AudioError, BenchError, CheckpointError, ConfigError
-from bench.scoring import ScoreOptions, SetEmbeddings, embed_captions, embed_set, score
+from bench.core.clipsets import load_manifest
+from bench.core.errors import AudioError, BenchError, CheckpointError, ConfigError
+from metrics.inputs import ScoreOptions, SetEmbeddings
+from bench.scoring import embed_captions, embed_set, score
 from metrics import clap_metrics
 from metrics.backbones import base, clap
 from metrics.backbones.base import WeightsChoice, load_backbone
@@ -456,7 +457,7 @@ def test_clip_too_short_for_audioldm2_is_named():
 def test_soxr_hq_has_librosas_length_for_clap_inputs():
     import librosa
 
-    from bench.resample import resample
+    from bench.core.resample import resample
 
     # librosa.load(sr=48000) computes ceil(n * 48000 / 44100) in floating point: 2.5 s gives 120001.
     x = np.random.default_rng(0).standard_normal((1, 110250)).astype(np.float32)

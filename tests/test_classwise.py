@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.scoring import ScoreOptions, SetEmbeddings
+from bench.core.errors import BenchError
+from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics.classwise import inception_score, kl_per_pair, sigmoid, softmax
 from metrics.registry import get_metric
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.datasets import synthetic_dataset
+from bench.core.clipsets import synthetic_dataset
 from tests.conftest import write_clips
 
 
@@ -23,7 +23,7 @@ def test_score_text_output_and_record(dirs, tmp_path, cache_dir, capsys):
     gen, ref = dirs
     out = tmp_path / "rec.json"
     code = main(["score", "--metric", "fad-vggish@audioldm", "--metric", "fad-vggish@google", "--generated",
-                 str(gen), "--reference", str(ref), "--weights", "untrained", "--seed", "3",
+                 str(gen), "--reference", str(ref), "--weights", "untrained", "--weights-seed", "3",
                  "--bootstrap", "10", "--out", str(out), "--quiet"])
     assert code == 0
     text = capsys.readouterr().out

@@ -6,8 +6,8 @@ import pytest
 
 from bench.cli import main
 from bench.compare import PromptDraws, comparability_problems, repeat_clips, verdict
-from bench.datasets import synthetic_dataset
-from bench.scoring import SetEmbeddings, pair_by_id
+from bench.core.clipsets import synthetic_dataset
+from metrics.inputs import SetEmbeddings, pair_by_id
 from tests.conftest import write_clips
 
 METRICS = ["fad-vggish@audioldm", "kad-vggish@audioldm", "fad-inf-vggish@audioldm"]

@@ -8,7 +8,7 @@ import sys
 import threading
 
 from bench.cli import main
-from bench.records import comparable
+from bench.core.records import comparable
 
 # One cell, 6 prompts in generation batches of 2 and embedding chunks of 2 clips: 3 of each.
 SUITE = """

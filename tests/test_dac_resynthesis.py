@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench import weights
-from bench.datasets import synthetic_dataset
-from bench.errors import CheckpointError, ConfigError
+from bench.core import weights
+from bench.core.clipsets import synthetic_dataset
+from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.dac_codec import DAC_44KHZ, TINY_CONFIG, load_codec, random_codec
 from tests.generator_helpers import one_thread  # noqa: F401 (autouse fixture)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.datasets import (SYNTHETIC_CLASSES, ClipRef, load_directory, load_manifest, open_clip_set,
+from bench.core.clipsets import (SYNTHETIC_CLASSES, ClipRef, load_directory, load_manifest, open_clip_set,
                             synthetic_dataset)
-from bench.errors import AudioError, ConfigError, ManifestError
+from bench.core.errors import AudioError, ConfigError, ManifestError
 
 
 def _wav(path, seed=0, frames=800, rate=16000):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.datasets import synthetic_dataset
-from bench.errors import CheckpointError, ConfigError
+from bench.core.clipsets import synthetic_dataset
+from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.dac_codec import TINY_CONFIG, random_codec
 from generators.discodiff import DiscoDiffTrainable

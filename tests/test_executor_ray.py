@@ -10,9 +10,9 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from bench.cli import main  # noqa: E402
-from bench.errors import ConfigError  # noqa: E402
+from bench.core.errors import ConfigError  # noqa: E402
 from bench.executors import Job, RayExecutor, make_executor, parse_executor  # noqa: E402
-from bench.records import comparable  # noqa: E402
+from bench.core.records import comparable  # noqa: E402
 
 SUITE = """
 name = "rayed"

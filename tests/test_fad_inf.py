@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.scoring import ScoreOptions, SetEmbeddings
+from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics import fad_inf as fi
 from metrics.frechet import GaussianStats, frechet_distance, frechet_from_stats
 from metrics.registry import get_metric

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bench.datasets import synthetic_dataset
-from bench.errors import ConfigError
+from bench.core.clipsets import synthetic_dataset
+from bench.core.errors import ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator, sample_seed
 
 PROMPTS = tuple(Prompt(f"p{i}", f"prompt {i}", i) for i in range(5))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
-from bench.scoring import ScoreOptions, SetEmbeddings
+from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics import kad
 from metrics.registry import METRICS, MetricDef, all_metrics, get_metric, register_metric
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.errors import BenchError
-from bench.records import SCHEMA
+from bench.core.errors import BenchError
+from bench.core.records import SCHEMA
 from leaderboards import ci_summary, csv_table, latex, markdown
 from leaderboards.plots import leaderboard_plots
 from leaderboards.sources import load_mlflow_records, load_records
@@ -122,13 +122,13 @@ def test_best_bold_second_underlined_with_ties_at_printed_precision():
     assert (untrained[NASTY].rank, untrained["Tango"].rank) == (2, 1)
 
 
-def test_higher_is_better_and_precision_and_unit_come_from_the_metric_definition(monkeypatch):
-    import metrics.registry
-
-    real = metrics.registry.all_metrics
-    fake = SimpleNamespace(direction="higher", unit="%", precision=1)
-    monkeypatch.setattr(metrics.registry, "all_metrics", lambda: {**real(), "clap@laion": fake})
-    table = build_table(sweep_records(), layout="steps", group_by=["label", "steps"], metrics=["clap@laion"])
+def test_higher_is_better_and_precision_and_unit_come_from_the_record():
+    records = sweep_records()
+    for rec in records:  # what the metric definition writes into each result
+        for r in rec["metrics"]:
+            if r["metric"] == "clap@laion":
+                r.update(unit="%", precision=1)
+    table = build_table(records, layout="steps", group_by=["label", "steps"], metrics=["clap@laion"])
     col = table.metric_columns[0]
     assert (col.direction, col.unit, col.precision) == ("higher", "%", 1)
     first = [r for r in table.rows if r.section == "AudioLDM_s"]

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench import weights
-from bench.datasets import load_directory, synthetic_dataset
-from bench.errors import CheckpointError
-from bench.scoring import ScoreOptions, SetEmbeddings, score
+from bench.core import weights
+from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.errors import CheckpointError
+from metrics.inputs import ScoreOptions, SetEmbeddings
+from bench.scoring import score
 from metrics.backbones import mel_inception as mi
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.mel_metrics import MEL_DIFFSOUND, kl_metric
@@ -61,7 +62,7 @@ def melception_state():
 
 
 def _torchvision_melception():
-    from metrics.backbones.torchvision_compat import ensure_torchvision_importable
+    from bench.core.torch_compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     from torchvision.models.inception import BasicConv2d, Inception3

@@ -19,12 +19,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench import weights
+from bench.core import weights
 from bench.cli import main
-from bench.datasets import ClipRef, ClipSet, synthetic_dataset
-from bench.errors import AudioError, BenchError, CheckpointError
-from bench.resample import resample
-from bench.scoring import ScoreOptions, embed_examples, embed_set, score
+from bench.core.clipsets import ClipRef, ClipSet, synthetic_dataset
+from bench.core.errors import AudioError, BenchError, CheckpointError
+from bench.core.resample import resample
+from metrics.inputs import ScoreOptions
+from bench.scoring import embed_examples, embed_set, score
 from metrics.backbones import base, panns
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.panns_metrics import PANNS_16K_AUDIOLDM, PANNS_32K_AUDIOLDM
@@ -299,7 +300,7 @@ def test_scoring_untrained_with_mixed_input(untrained16, tmp_path, cache_dir):
 
 
 def load_directory_of(directory, clips):
-    from bench.datasets import load_directory
+    from bench.core.clipsets import load_directory
 
     return load_directory(write_clips(directory, clips))
 
@@ -330,7 +331,7 @@ def test_nan_audio_names_the_file(tmp_path, cache_dir):
     sf.write(directory / "broken.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     options = ScoreOptions(weights=WeightsChoice(mode="untrained", seed=0, cache_root=cache_dir),
                            cache_root=cache_dir, bootstrap=0, progress=False)
-    from bench.datasets import load_directory
+    from bench.core.clipsets import load_directory
 
     with pytest.raises(AudioError, match="broken.wav.*non-finite"):
         score(["fd-panns@audioldm"], load_directory(directory), load_directory(directory), options)

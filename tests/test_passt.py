@@ -17,16 +17,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from bench import weights
-from bench.datasets import load_directory
-from bench.errors import AudioError, BenchError, CheckpointError
-from bench.resample import resample
-from bench.scoring import ScoreOptions, SetEmbeddings, score
+from bench.core import weights
+from bench.core.clipsets import load_directory
+from bench.core.errors import AudioError, BenchError, CheckpointError
+from bench.core.resample import resample
+from metrics.inputs import ScoreOptions, SetEmbeddings
+from bench.scoring import score
 from metrics import passt_metrics as pm
 from metrics.backbones import base
 from metrics.backbones import passt
 from metrics.backbones.base import WeightsChoice, load_backbone
-from metrics.backbones.torchvision_compat import ensure_torchaudio_importable
+from bench.core.torch_compat import ensure_torchaudio_importable
 from tests.conftest import write_clips
 
 SR = passt.SAMPLE_RATE
@@ -223,7 +224,7 @@ def test_torchaudio_workaround_when_the_extension_cannot_load():
             raise SystemExit("torchaudio imported although its extension failed")
         except OSError:
             pass
-        from metrics.backbones.torchvision_compat import ensure_torchaudio_importable
+        from bench.core.torch_compat import ensure_torchaudio_importable
         mode = ensure_torchaudio_importable()
         import torchaudio, torchaudio.functional, torchaudio.compliance.kaldi
         bank, _ = torchaudio.compliance.kaldi.get_mel_banks(128, 1024, 32000.0, 0.0, 15000.0, 100.0, -500.0, 1.0)

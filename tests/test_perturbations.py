@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from metrics.perturbations import SetContext, all_perturbations, apply, get_perturbation
 
 RATE = 16000

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
 
 
 def test_add_lookup_and_duplicates():
@@ -24,12 +24,12 @@ def test_add_lookup_and_duplicates():
 
 def test_plugin_module_is_imported_from_its_entry_point(tmp_path, monkeypatch):
     # An installed third-party package: a module plus dist-info declaring the entry point.
-    import bench.registry
+    import bench.core.registry
 
     registry = Registry("widget", entry_point_group="bench.test-widgets")
-    monkeypatch.setattr(bench.registry, "TEST_TARGET", registry, raising=False)
+    monkeypatch.setattr(bench.core.registry, "TEST_TARGET", registry, raising=False)
     (tmp_path / "my_plugin.py").write_text(
-        "import bench.registry\nbench.registry.TEST_TARGET.add('from-plugin', 42)\n")
+        "import bench.core.registry\nbench.core.registry.TEST_TARGET.add('from-plugin', 42)\n")
     info = tmp_path / "my_plugin-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")

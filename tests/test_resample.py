@@ -3,12 +3,12 @@ import math
 import numpy as np
 import pytest
 
-from bench.errors import BenchError, ConfigError
-from bench.resample import RESAMPLERS, resample, resampler_info
+from bench.core.errors import BenchError, ConfigError
+from bench.core.resample import RESAMPLERS, resample, resampler_info
 
 try:
     # As the "torchaudio" resampler does: on CPU-only torch, torchaudio imports without its extension.
-    from metrics.backbones.torchvision_compat import ensure_torchaudio_importable
+    from bench.core.torch_compat import ensure_torchaudio_importable
 
     ensure_torchaudio_importable()
     import torchaudio.functional  # noqa: F401

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.records import comparable
+from bench.core.records import comparable
 
 SUITE = """
 name = "tiny"
@@ -142,7 +142,7 @@ def test_unknown_key_is_a_clean_error(tmp_path, capsys):
 
 def test_reference_captions_reach_the_generated_set(tmp_path, cache_dir):
     """Caption metrics score against the prompt plus the reference manifest's extra captions."""
-    from bench.datasets import load_manifest
+    from bench.core.clipsets import load_manifest
     from tests.conftest import write_clips
 
     tone = (0.3 * np.sin(np.arange(16000) * 0.1)[None]).astype(np.float32)

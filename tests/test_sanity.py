@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.datasets import load_directory, synthetic_dataset
+from bench.core.clipsets import load_directory, synthetic_dataset
 from bench.sanity import analyse_curve, expectation, perturbed_set, plan_levels, run_sanity
 from bench.sanity_report import log_report, write_report
-from bench.scoring import ScoreOptions
+from metrics.inputs import ScoreOptions
 from bench.tracking import default_tracking_uri
 from metrics.backbones.base import WeightsChoice
 from metrics.perturbations import PERTURBATIONS, get_perturbation, perturbation

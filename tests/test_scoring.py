@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench import weights
-from bench.datasets import load_directory, synthetic_dataset
-from bench.errors import AudioError, CheckpointError
-from bench.scoring import ScoreOptions, score
+from bench.core import weights
+from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.errors import AudioError, CheckpointError
+from metrics.inputs import ScoreOptions
+from bench.scoring import score
 from metrics.backbones import vggish
 from metrics.backbones.base import WeightsChoice
 from tests.conftest import write_clips

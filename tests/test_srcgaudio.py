@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.datasets import synthetic_dataset
-from bench.errors import ConfigError
+from bench.core.clipsets import synthetic_dataset
+from bench.core.errors import ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.srcgaudio import MEL_CONFIGS
 from tests.generator_helpers import one_thread  # noqa: F401 (autouse fixture)

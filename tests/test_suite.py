@@ -1,7 +1,7 @@
 """Suite parsing: strict keys with suggestions, grid expansion, gates."""
 import pytest
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from bench.suite import load_suite, parse_gate
 
 BASE = """
@@ -26,7 +26,7 @@ def test_quickstart_is_valid_and_offline():
     assert suite.name == "quickstart"
     assert suite.weights["mode"] == "untrained"  # runs with no download
     assert {c.generator for c in suite.cells} == {"reference", "noise", "silence", "archisound"}
-    # two checkpoints of one generator the suite trains itself (bench.generator_training)
+    # two checkpoints of one generator the suite trains itself (bench.training.generator_runs)
     assert [c.checkpoint for c in suite.cells if c.generator == "archisound"] == [
         "training:archisound-tiny/step-000100.pt", "training:archisound-tiny/step-000200.pt"]
     assert suite.gates

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from generators.text_encoders import EMPTY, PAD, build_text_encoder, mean_pool
 
 CONFIG = {"text_encoder": "hashed-words", "text_dim": 16, "text_vocab": 64, "text_max_words": 5}

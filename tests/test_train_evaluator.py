@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import train_evaluator as te
+from bench.training import evaluator as te
 from bench.cli import main
-from bench.datasets import load_directory, synthetic_dataset
-from bench.errors import ConfigError
+from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.errors import ConfigError
 from bench.suite import load_suite
 from metrics.backbones import mel_inception as mi
 from tests.conftest import write_clips

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.datasets import synthetic_dataset
-from bench.errors import CheckpointError, ConfigError
+from bench.core.clipsets import synthetic_dataset
+from bench.core.errors import CheckpointError, ConfigError
 from generators.training import (TrainingData, TrainSettings, derived_generator, get_trainable,
                                  load_generator_checkpoint, load_model_state, read_checkpoint, train_generator)
 
@@ -160,7 +160,7 @@ def _suite(tmp_path, pattern="training:tiny/step-*.pt"):
 
 
 def test_suite_trains_once_and_resolves_checkpoints(tmp_path):
-    from bench.generator_training import ensure_generator_training, resolve_trained_cells
+    from bench.training.generator_runs import ensure_generator_training, resolve_trained_cells
 
     suite = _suite(tmp_path)
     assert [c.checkpoint for c in suite.cells] == ["training:tiny/step-000002.pt", "training:tiny/step-000003.pt"]

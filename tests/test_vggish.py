@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import CheckpointError
+from bench.core.errors import CheckpointError
 from metrics.backbones import vggish_frontend as fe
 from metrics.backbones.vggish import EXPECTED_SHAPES, build_vggish, embed, load_state_dict_file
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, weights
-from bench.errors import CheckpointError, ConfigError
-from bench.weights import WeightsCard
+from bench import cli
+from bench.core import weights
+import metrics.backbones.vggish_backbone  # noqa: F401  (registers the vggish card)
+from bench.core.errors import CheckpointError, ConfigError
+from bench.core.weights import WeightsCard
 
 PAYLOAD = b"not really a checkpoint\n" * 4096  # ~100 kB, several reads for the downloader
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -34,11 +34,12 @@ from pathlib import Path
 
 import torch
 
-from bench.audio import write_audio
+from bench.core.audio import write_audio
 from bench.benchmarks.stand_in_tokenizer import write_roberta_tokenizer
-from bench.datasets import load_manifest, synthetic_dataset
-from bench.errors import BenchError
-from bench.scoring import ScoreOptions, embed_set, score
+from bench.core.clipsets import load_manifest, synthetic_dataset
+from bench.core.errors import BenchError
+from metrics.inputs import ScoreOptions
+from bench.scoring import embed_set, score
 from metrics.backbones.base import BACKBONES, WeightsChoice, load_backbone
 from metrics.registry import all_metrics
 

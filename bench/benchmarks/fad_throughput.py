@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.audio import write_audio
-from bench.datasets import load_directory, synthetic_dataset
-from bench.scoring import ScoreOptions, embed_set, score
+from bench.core.audio import write_audio
+from bench.core.clipsets import load_directory, synthetic_dataset
+from metrics.inputs import ScoreOptions
+from bench.scoring import embed_set, score
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.protocols import VGGISH_AUDIOLDM
 

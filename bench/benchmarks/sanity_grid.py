@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from bench.datasets import synthetic_dataset
+from bench.core.clipsets import synthetic_dataset
 from bench.sanity import plan_levels, run_sanity
 from bench.sanity_report import render_markdown, write_report
-from bench.scoring import ScoreOptions
+from metrics.inputs import ScoreOptions
 from metrics.backbones.base import WeightsChoice
 from metrics.perturbations import all_perturbations
 

@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from bench.cache import default_cache_root, stable_hash
-from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.core.cache import default_cache_root, stable_hash
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,9 @@ class WeightsChoice:
     mode: str = "pretrained"
     seed: int = 0
     local_files: tuple[tuple[str, str], ...] = ()  # (backbone id, path) from --checkpoint NAME=PATH
-    cache_root: Path | None = None  # None: bench.cache.default_cache_root()
+    cache_root: Path | None = None  # None: bench.core.cache.default_cache_root()
     allow_download: bool | None = None  # None: unless BENCH_OFFLINE=1
-    # (backbone id, path) of evaluators trained here (a suite's [evaluators], bench.train_evaluator):
+    # (backbone id, path) of evaluators trained here (a suite's [evaluators], bench.training.evaluator):
     # weights "trained", loaded whatever `mode` says, so an untrained-VGGish suite can use them too.
     trained: tuple[tuple[str, str], ...] = ()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 OUTPUT = "tokens"
 TOKEN_SLOTS = 128  # most generated tokens kept per caption

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import CheckpointError
+from bench.core.errors import CheckpointError
 from metrics.backbones import captioner
 from metrics.backbones.base import Backbone, WeightsChoice, register_backbone
 from metrics.backbones.mel_inception import mel_filterbank
@@ -160,7 +160,7 @@ def load(path: Path) -> LoadedCaptioner:
 
 
 def build(choice: WeightsChoice) -> Backbone:
-    from bench.weights import sha256_file
+    from bench.core.weights import sha256_file
 
     path = choice.trained_file(BACKBONE) or choice.local_file(BACKBONE)
     if path is None:

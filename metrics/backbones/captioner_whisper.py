@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import weights as weights_registry
-from bench.errors import CheckpointError
+from bench.core import weights as weights_registry
+from bench.core.errors import CheckpointError
 from metrics.backbones import captioner
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 from metrics import caption_scores  # noqa: F401 (registers the SPICE CoreNLP jars' weights cards)

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import weights as weights_registry
-from bench.errors import BenchError, CheckpointError
+from bench.core import weights as weights_registry
+from bench.core.errors import BenchError, CheckpointError
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 
 SAMPLE_RATE = 48000
@@ -88,7 +88,7 @@ for _weights, _filename in sorted({(s.weights, s.filename) for s in SPECS.values
 
 def import_transformers_clap():
     """transformers' CLAP classes; its import needs torchvision and torchaudio to import (see compat)."""
-    from metrics.backbones.torchvision_compat import ensure_torchaudio_importable, ensure_torchvision_importable
+    from bench.core.torch_compat import ensure_torchaudio_importable, ensure_torchvision_importable
 
     ensure_torchaudio_importable()
     ensure_torchvision_importable()

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import weights as weights_registry
-from bench.errors import CheckpointError
+from bench.core import weights as weights_registry
+from bench.core.errors import CheckpointError
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 
 BACKBONE = "mel-inception"

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import weights as weights_registry
-from bench.errors import AudioError, BenchError, CheckpointError
+from bench.core import weights as weights_registry
+from bench.core.errors import AudioError, BenchError, CheckpointError
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 
 EMBEDDING_DIM = 2048

@@ -20,8 +20,8 @@ from unittest import mock
 
 import numpy as np
 
-from bench import weights as weights_registry
-from bench.errors import CheckpointError
+from bench.core import weights as weights_registry
+from bench.core.errors import CheckpointError
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 
 BACKBONE_ID = "passt-s-swa-p16-128-ap476"
@@ -86,7 +86,7 @@ def log_mel(waves, filters):
 # ---------------------------------------------------------------- network
 
 def network_module():
-    from metrics.backbones.torchvision_compat import ensure_torchvision_importable
+    from bench.core.torch_compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()  # timm, which hear21passt.models.passt imports, needs torchvision
     import hear21passt.models.passt as passt

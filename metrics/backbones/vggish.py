@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.errors import CheckpointError
+from bench.core.errors import CheckpointError
 
 _FEATURE_CONFIG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
 EMBEDDING_DIM = 128

@@ -14,19 +14,20 @@ instruction set can still differ in the last bits.
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import numpy as np
 from tqdm import tqdm
 
-from bench.cache import atomic_write_bytes, atomic_write_json, default_cache_root, stable_hash
-from bench.errors import ConfigError
+from bench.core.cache import atomic_write_json, default_cache_root, stable_hash
+from bench.core.clipsets import open_training_set
+from bench.core.errors import ConfigError
+from bench.training.resumable import (TrainResult, resume, reuse_finished, save_rolling_checkpoint,
+                                      save_tensors)
 # Seeded per-purpose generators and epoch-permutation batches: the same scheme as generator training.
 from generators.training import derived_generator as _generator
 from generators.training import epoch_batch as _batch
@@ -71,28 +72,7 @@ class TrainSpec:
             raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
 
 
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    card: dict
-    reused: bool  # the final checkpoint already existed
-    losses: list[float] = field(default_factory=list)  # training loss of each step run by this call
-
-
 # ------------------------------------------------------------------------------------------- data
-
-def open_training_set(spec, base_dir: Path):
-    """A clip set from a suite spec or a CLI string; "builtin:synthetic?n_clips=140&seed=1" sets parameters."""
-    from bench.datasets import open_clip_set
-
-    if isinstance(spec, str) and spec.startswith("builtin:") and "?" in spec:
-        name, _, query = spec.partition("?")
-        params = {}
-        for key, value in parse_qsl(query, strict_parsing=True):
-            params[key] = float(value) if key == "duration_s" else int(value)
-        spec = {"builtin": name.removeprefix("builtin:"), **params}
-    return open_clip_set(spec, base_dir, where="training data")
-
 
 def class_labels(clipset) -> tuple[list[str], np.ndarray]:
     """(sorted class names, class index per clip) from each clip's first label."""
@@ -133,7 +113,7 @@ def split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarra
 
 def prepare_inputs(clipset, workers: int = 2, progress: bool = True) -> np.ndarray:
     """[n, 80, 860] float32 log-mels of every clip, through the scoring protocol."""
-    from bench.audio import check_waveform
+    from bench.core.audio import check_waveform
     from metrics.mel_metrics import MEL_DIFFSOUND
 
     def one(clip):
@@ -157,51 +137,6 @@ def run_key(spec: TrainSpec, fingerprint: str) -> dict:
     return {"trainer_version": TRAINER_VERSION, "backbone": mi.BACKBONE, "spec": asdict(spec),
             "config": mi.CONFIGS[spec.config].to_dict(), "fingerprint": fingerprint,
             "protocol": [MEL_DIFFSOUND.id, MEL_DIFFSOUND.version]}
-
-
-def _save(path: Path, tensors: dict) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(tensors, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def reuse_finished(final: Path, run_hash: str, read_card, what: str, log) -> dict | None:
-    """The card of `final` when it was trained with exactly this run; None when there is no `final`; an
-    error when `final` comes from other settings or data (never overwritten silently)."""
-    if not final.exists():
-        return None
-    existing = read_card(final)
-    if existing.get("training", {}).get("run_hash") == run_hash:
-        log(f"{what} already trained with these settings: {final}")
-        return existing
-    raise ConfigError(f"{final.parent} holds {what} trained with other settings or data; give another "
-                      f"--out, or delete {final} and {final.parent / 'checkpoints'} to retrain")
-
-
-def resume(ckpt_dir: Path, run_hash: str, model, optimizer, read_state, log) -> int:
-    """Load the newest rolling checkpoint of this run into model and optimizer; the step to go on from."""
-    resumable = sorted(ckpt_dir.glob("step-*.pt"))
-    if not resumable:
-        return 0
-    state = read_state(resumable[-1])
-    if not isinstance(state, dict) or state.get("run_hash") != run_hash:
-        raise ConfigError(f"{resumable[-1]} belongs to a training run with other settings or data; give "
-                          f"another --out, or delete {ckpt_dir} to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    log(f"resuming from {resumable[-1]} (step {state['step']})")
-    return int(state["step"])
-
-
-def save_rolling_checkpoint(ckpt_dir: Path, step: int, run_hash: str, model, optimizer) -> None:
-    """Write step-N.pt for resuming and drop older ones: only the newest is needed."""
-    _save(ckpt_dir / f"step-{step:06d}.pt", {"run_hash": run_hash, "step": step,
-                                             "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-    for old in ckpt_dir.glob("step-*.pt"):
-        if old.name != f"step-{step:06d}.pt":
-            old.unlink(missing_ok=True)
 
 
 def _accuracy(model, x, y, batch_size: int = 32) -> float | None:
@@ -303,8 +238,8 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
                          "n_train": len(train_idx), "n_val": len(val_idx), "final_loss": round(loss_value, 6),
                          "train_accuracy": train_acc, "val_accuracy": val_acc,
                          "torch": torch.__version__}}
-    _save(final, mi.checkpoint_tensors(model, mean.numpy(), std.numpy(), card))
-    from bench.weights import sha256_file
+    save_tensors(final, mi.checkpoint_tensors(model, mean.numpy(), std.numpy(), card))
+    from bench.core.weights import sha256_file
 
     sidecar = {**card, "checkpoint": final.name, "sha256": sha256_file(final),
                "seconds": round(time.perf_counter() - t0, 1)}  # timing stays out of the checkpoint's bytes
@@ -319,7 +254,7 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
 
 def check_suite_table(evaluators, source: str) -> dict:
     """Validate a suite's [evaluators] table: {backbone: {data, config, steps, seed, batch_size}}."""
-    from bench.suite import check_keys
+    from bench.core.config import check_keys
 
     if not isinstance(evaluators, dict):
         raise ConfigError(f"{source}: [evaluators] must be a table of backbone names, e.g. [evaluators.mel-inception]")
@@ -354,53 +289,3 @@ def ensure_evaluators(evaluators: dict, base_dir: Path, cache_root: Path | None,
         result = train(clipset, directory, spec, progress=progress, log=log)
         out.append((backbone, str(result.checkpoint)))
     return tuple(out)
-
-
-# -------------------------------------------------------------------------------------------- CLI
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("train-evaluator", help="train the mel-inception evaluator (fid-mel / kl-mel) on labelled clips",
-                       description="Train Diffsound's InceptionV3-style log-mel classifier on the first label of "
-                                   "each clip. Rerunning the same command resumes from the last checkpoint.")
-    p.add_argument("--task", choices=("classification", "captioning"), default="classification",
-                   help="classification: the mel-inception evaluator (first label of each clip); captioning: "
-                        "the small captioner for caption-*@trained metrics (caption + references of each clip; "
-                        "--config tiny|small, writes small-captioner.pt)")
-    p.add_argument("--data", required=True, help="labelled set: manifest (.jsonl/.csv with labels), folder, or "
-                   "builtin:synthetic[?n_clips=140&seed=1&duration_s=4&sample_rate=16000]")
-    p.add_argument("--out", required=True, help="output folder: checkpoints/, mel-inception.pt, mel-inception.json")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="Diffsound used 64 (full config, GPU)")
-    p.add_argument("--config", default="tiny", help="tiny (trains on a CPU in minutes) or full (Melception's size)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (Diffsound: 3e-3)")
-    p.add_argument("--weight-decay", type=float, default=1e-3, help="Adam weight decay (Diffsound: 1e-3)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of each class")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                   help="learning rate: constant (Diffsound) or cosine decay to 0")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (part of the result's identity)")
-    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    if args.task == "captioning":
-        from bench.train_captioner import cmd
-
-        return cmd(args)
-    if args.checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    spec = TrainSpec(config=args.config, steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                     weight_decay=args.weight_decay, val_fraction=args.val_fraction, schedule=args.schedule,
-                     threads=args.threads)
-    result = train(args.data, Path(args.out), spec, Path.cwd(), args.checkpoint_every, progress=not args.quiet,
-                   log=(lambda *a: None) if args.quiet else print, workers=args.workers)
-    t = result.card["training"]
-    print(f"{result.checkpoint}: {len(result.card['classes'])} classes, train accuracy {t['train_accuracy']}, "
-          f"validation accuracy {t['val_accuracy']}")
-    print(f"use it: bench score --metric fid-mel@diffsound --metric kl-mel@diffsound "
-          f"--checkpoint mel-inception={result.checkpoint} --generated GEN --reference REF")
-    return 0
-

@@ -20,9 +20,9 @@ import dataclasses
 import fnmatch
 from pathlib import Path
 
-from bench.cache import default_cache_root
-from bench.errors import ConfigError
-from bench.suite import check_keys
+from bench.core.cache import default_cache_root
+from bench.core.errors import ConfigError
+from bench.core.config import check_keys
 
 PREFIX = "training:"
 TABLE_KEYS = {"generator", "data", "steps", "every", "batch_size", "seed", "size", "lr", "config", "threads"}
@@ -86,7 +86,7 @@ def run_dir(cache_root: Path, run: str, key: str) -> Path:
 def ensure_generator_training(training: dict, base_dir: Path, cache_root: Path | None, progress: bool = True,
                               log=print) -> dict[str, str]:
     """Train each run unless the cache has it; {"training:RUN/step-NNNNNN.pt": checkpoint file}."""
-    from bench.train_evaluator import open_training_set
+    from bench.core.clipsets import open_training_set
     from generators.training import TrainingData, apply_overrides, get_trainable, run_key, train_generator
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()

@@ -7,7 +7,7 @@
 - "sinc-hann":  our float64 implementation of torchaudio.functional.resample's default algorithm
                 (Hann-windowed sinc, lowpass_filter_width=6, rolloff=0.99); runs without torchaudio.
 - "torchaudio": torchaudio.functional.resample itself, where torchaudio loads (on CPU-only torch without
-                its compiled extension: metrics.backbones.torchvision_compat.ensure_torchaudio_importable).
+                its compiled extension: bench.core.torch_compat.ensure_torchaudio_importable).
 - "resampy-kaiser-best": resampy's kaiser_best filter, output length ceil(n * target / orig): librosa<0.10's
                 load default, as Diffsound / SpecVQGAN read audio (librosa 0.8 + resampy).
 """
@@ -18,8 +18,8 @@ from importlib import metadata
 
 import numpy as np
 
-from bench.audio import check_waveform
-from bench.errors import BenchError, ConfigError
+from bench.core.audio import check_waveform
+from bench.core.errors import BenchError, ConfigError
 
 RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio", "soxr-hq", "resampy-kaiser-best")
 NO_RESAMPLING = "none"  # e.g. a suite's `resampler = "none"`: equal rates pass, anything else is refused
@@ -64,7 +64,7 @@ def resampler_info(method: str) -> dict:
         return {"name": method, "library": "julius", "library_version": _version("julius"),
                 "params": {"zeros": 24, "rolloff": 0.945, "output_length": "floor"}}
     if method == "sinc-hann":
-        return {"name": method, "library": "bench.resample", "library_version": SINC_HANN_VERSION,
+        return {"name": method, "library": "bench.core.resample", "library_version": SINC_HANN_VERSION,
                 "params": {**SINC_HANN_PARAMS, "precision": "float64", "output_length": "ceil"}}
     return {"name": method, "library": "torchaudio", "library_version": _version("torchaudio"),
             "params": {**SINC_HANN_PARAMS, "resampling_method": "sinc_interp_hann"}}
@@ -118,7 +118,7 @@ def _julius(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def _torchaudio(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    from metrics.backbones.torchvision_compat import ensure_torchaudio_importable
+    from bench.core.torch_compat import ensure_torchaudio_importable
 
     try:
         # resample is pure Python: on CPU-only torch it runs with the CUDA wheel's extension left out.

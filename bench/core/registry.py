@@ -11,7 +11,7 @@ import difflib
 import importlib
 from importlib import metadata
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 
 def unknown_name_message(kind: str, name: str, known) -> str:

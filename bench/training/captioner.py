@@ -2,7 +2,7 @@
 
 Targets are each clip's caption plus its manifest `references`; every (clip, caption) pair is one
 training example. Teacher-forced cross-entropy, Adam. Deterministic like the mel evaluator's trainer
-(bench.train_evaluator): initialisation and every batch come from CPU generators seeded from
+(bench.training.evaluator): initialisation and every batch come from CPU generators seeded from
 (seed, purpose, index), training runs on a fixed number of threads, checkpoints every K steps let a
 rerun resume, and an output folder that already holds this exact run (same data, settings and code
 version) is reused.
@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.cache import atomic_write_json, stable_hash
-from bench.errors import ConfigError
-from bench.train_evaluator import (TrainResult, _batch, _generator, _save, open_training_set, resume,
-                                  reuse_finished, save_rolling_checkpoint)
+from bench.core.cache import atomic_write_json, stable_hash
+from bench.core.clipsets import open_training_set
+from bench.core.errors import ConfigError
+from bench.training.resumable import (TrainResult, resume, reuse_finished, save_rolling_checkpoint,
+                                      save_tensors)
+from generators.training import derived_generator as _generator
+from generators.training import epoch_batch as _batch
 from metrics.backbones import captioner
 
 TRAINER_VERSION = 1
@@ -62,8 +65,8 @@ def caption_pairs(clipset) -> list[tuple[int, str]]:
 
 
 def _mels(clipset, workers: int, progress: bool) -> np.ndarray:
-    from bench.audio import to_mono
-    from bench.resample import resample
+    from bench.core.audio import to_mono
+    from bench.core.resample import resample
     from metrics.backbones import captioner_small as cs
 
     def one(clip):
@@ -164,8 +167,8 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
                          "n_clips": len(clipset), "n_captions": len(pairs), "vocab_size": len(vocab),
                          "final_loss": round(loss_value, 6),
                          "train_exact_caption_rate": round(exact, 6), "torch": torch.__version__}}
-    _save(final, cs.checkpoint_tensors(model, vocab, mean.numpy(), std.numpy(), card))
-    from bench.weights import sha256_file
+    save_tensors(final, cs.checkpoint_tensors(model, vocab, mean.numpy(), std.numpy(), card))
+    from bench.core.weights import sha256_file
 
     atomic_write_json(out_dir / CARD_NAME, {**card, "checkpoint": final.name, "sha256": sha256_file(final),
                                             "seconds": round(time.perf_counter() - t0, 1)})
@@ -176,7 +179,7 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
 
 
 def cmd(args) -> int:
-    """`bench train-evaluator --task captioning` (arguments parsed by bench.train_evaluator.add_parser)."""
+    """`bench train-evaluator --task captioning` (arguments parsed by bench.training.evaluator.add_parser)."""
     if args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     spec = CaptionTrainSpec(config=args.config, steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,

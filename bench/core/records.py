@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cache import atomic_write_json
-from bench.errors import BenchError
+from bench.core.cache import atomic_write_json
+from bench.core.errors import BenchError
 
 SCHEMA = "bench.run-record/1"
 # Parts of a record that legitimately differ between identical runs (wall-clock measurements).

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.cache import atomic_write_json
-from bench.errors import CheckpointError
-from bench.registry import Registry
+from bench.core.cache import atomic_write_json
+from bench.core.errors import CheckpointError
+from bench.core.registry import Registry
 
 OFFLINE_ENV = "BENCH_OFFLINE"
 
@@ -40,7 +40,7 @@ class WeightsCard:
         return asdict(self)
 
 
-# name -> card. Plugin backbones register their cards when their module is imported.
+# name -> card. Each backbone or generator module registers its cards when it is imported.
 KNOWN_WEIGHTS = Registry("weights")
 
 
@@ -48,23 +48,6 @@ def register_weights(card: WeightsCard) -> WeightsCard:
     return KNOWN_WEIGHTS.add(card.name, card)
 
 
-def all_cards() -> Registry:
-    from metrics.backbones.base import BACKBONES
-
-    BACKBONES.load()  # imports plugin backbones, which register their checkpoints
-    import generators.dac_codec  # noqa: F401  (registers the DAC codec checkpoint)
-    return KNOWN_WEIGHTS
-
-
-register_weights(WeightsCard(
-    name="vggish",
-    filename="vggish-10086976.pth",
-    url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
-    backbone="vggish",
-    license="Apache-2.0 (TensorFlow models VGGish, ported by harritaylor/torchvggish)",
-    citation="Hershey et al., CNN Architectures for Large-Scale Audio Classification, ICASSP 2017",
-    sha256_prefix="10086976",
-))
 
 
 @dataclass(frozen=True)
@@ -87,7 +70,7 @@ def weights_dir(cache_root: Path) -> Path:
 
 
 def get_card(name: str) -> WeightsCard:
-    return all_cards().lookup(name)
+    return KNOWN_WEIGHTS.lookup(name)
 
 
 def sha256_file(path: Path) -> str:
@@ -195,9 +178,9 @@ def resolve(name: str, cache_root: Path, local_path: str | Path | None = None,
 
 
 def status_rows(cache_root: Path) -> list[dict]:
-    """One row per known checkpoint, for `bench weights list`."""
+    """One row per registered checkpoint, for `bench weights list` (the caller loads the registries)."""
     rows = []
-    for card in sorted(all_cards().values(), key=lambda c: c.name):
+    for card in sorted(KNOWN_WEIGHTS.values(), key=lambda c: c.name):
         path = weights_dir(cache_root) / card.filename
         rows.append({**card.to_dict(), "cached": path.is_file(), "path": str(path)})
     return rows
@@ -206,7 +189,7 @@ def status_rows(cache_root: Path) -> list[dict]:
 def verify_cached(cache_root: Path) -> list[dict]:
     """Hash every cached checkpoint (fresh, ignoring memos) and compare with the published hash."""
     results = []
-    for card in sorted(all_cards().values(), key=lambda c: c.name):
+    for card in sorted(KNOWN_WEIGHTS.values(), key=lambda c: c.name):
         path = weights_dir(cache_root) / card.filename
         if not path.is_file():
             results.append({"name": card.name, "status": "missing", "path": str(path)})

@@ -14,12 +14,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl
 from typing import Callable
 
 import numpy as np
 
-from bench.audio import read_audio
-from bench.errors import AudioError, ConfigError, ManifestError
+from bench.core.audio import read_audio
+from bench.core.errors import AudioError, ConfigError, ManifestError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 MANIFEST_FORMATS = {".jsonl": "jsonl", ".json-lines": "jsonl", ".csv": "csv"}
@@ -567,3 +568,14 @@ def _resolve(value: str, base_dir: Path, where: str) -> Path:
         raise ConfigError(f"{where}: {value!r} does not exist (resolved to {path}; relative paths resolve "
                           f"against {base_dir})")
     return path
+
+
+def open_training_set(spec, base_dir: Path):
+    """A clip set from a suite spec or a CLI string; "builtin:synthetic?n_clips=140&seed=1" sets parameters."""
+    if isinstance(spec, str) and spec.startswith("builtin:") and "?" in spec:
+        name, _, query = spec.partition("?")
+        params = {}
+        for key, value in parse_qsl(query, strict_parsing=True):
+            params[key] = float(value) if key == "duration_s" else int(value)
+        spec = {"builtin": name.removeprefix("builtin:"), **params}
+    return open_clip_set(spec, base_dir, where="training data")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bench.errors import AudioError
+from bench.core.errors import AudioError
 
 SILENCE_PEAK = 1e-5  # -100 dBFS: below this a clip counts as silent
 MONO_POLICIES = ("mean", "first")

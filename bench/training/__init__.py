@@ -1,0 +1,1 @@
+"""Training: the evaluator, the small captioner and suite-declared generator runs, resumable."""
