@@ -53,7 +53,7 @@ def _tags(record: dict) -> dict[str, str]:
         "bench.metrics": json.dumps([r["key"] for r in record["metrics"]]),
         "bench.suite_hash": record["suite"]["hash"],
         "bench.git_revision": record.get("git_revision") or "unknown",
-        "bench.core.versions": json.dumps(record["versions"], sort_keys=True),
+        "bench.versions": json.dumps(record["versions"], sort_keys=True),
     }
     for result in record["metrics"]:
         prefix = f"bench.metric.{mlflow_key(result['key'])}"

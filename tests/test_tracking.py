@@ -141,7 +141,7 @@ def _check_logged_run(client: MlflowClient, run_id: str, record: dict, experimen
     assert json.loads(t["bench.metrics"]) == [UNTRAINED_KEY, PRETRAINED_KEY]
     assert t["bench.suite_hash"] == record["suite"]["hash"]
     assert t["bench.git_revision"] == record["git_revision"]
-    assert json.loads(t["bench.core.versions"]) == record["versions"]
+    assert json.loads(t["bench.versions"]) == record["versions"]
     assert t["bench.metric.fad-vggish.audioldm.untrained.protocol"] == "vggish@audioldm v1"
     assert t["bench.metric.fad-vggish.audioldm.untrained.backbone"] == "vggish untrained seed=7"
     assert t["bench.metric.fad-vggish.google.protocol"] == "vggish@google v1"
