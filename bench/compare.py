@@ -31,6 +31,8 @@ import numpy as np
 from bench.cli_args import add_weights_arguments
 from bench.core.clipsets import ClipSet, open_clip_set
 from bench.core.errors import BenchError, ConfigError
+from bench.core.records import SCHEMA as RUN_RECORD_SCHEMA
+from bench.core.records import RunRecord
 from bench.scoring import embed_captions, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.frechet import StackedClips
@@ -39,7 +41,8 @@ from metrics.kad import KADStats
 from metrics.registry import MetricDef, get_metric
 
 SCHEMA = "bench.compare/1"
-RECORD_SCHEMAS = ("bench.run-record/1", "bench.score-record/1")
+SCORE_SCHEMA = "bench.score-record/1"
+SCHEMA_NAMES = f"{RUN_RECORD_SCHEMA!r} or {SCORE_SCHEMA!r}"
 _SYNTHETIC_PARAMS = {"n_clips": int, "sample_rate": int, "duration_s": float, "seed": int}
 _REPRODUCED_RTOL = 1e-6
 CI_METHOD = ("bias-shifted percentile bootstrap of A - B (quantiles of the resampled differences minus their "
@@ -72,14 +75,15 @@ def read_result_record(path: Path) -> dict:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise BenchError(f"{path}: not a readable JSON record ({exc})") from exc
-    if not isinstance(record, dict) or record.get("schema") not in RECORD_SCHEMAS:
-        raise BenchError(f"{path}: not a RunRecord or `bench score` record (schema must be one of "
-                         f"{', '.join(RECORD_SCHEMAS)})")
-    return record
+    if isinstance(record, dict) and record.get("schema") == SCORE_SCHEMA:
+        return record
+    if isinstance(record, dict) and str(record.get("schema")).startswith("bench.run-record/"):
+        return RunRecord.from_dict(record, str(path)).to_dict()  # older versions upgraded
+    raise BenchError(f"{path}: not a RunRecord or `bench score` record (schema {SCHEMA_NAMES})")
 
 
 def record_label(record: dict) -> str:
-    if record["schema"] == RECORD_SCHEMAS[0]:
+    if record["schema"] != SCORE_SCHEMA:
         return f"{record['cell']['label']} (cell {record['cell_id']})"
     return f"{record['generated']['name']} ({record['generated']['source']})"
 

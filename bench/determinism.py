@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.core.records import comparable
+from bench.core.records import RunRecord
 
 
 def diff(a, b, path: str = "") -> list[str]:
@@ -37,11 +37,12 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def relocate(record: dict, scratch_dir: Path, results_dir: Path) -> dict:
+def relocate(record: RunRecord, scratch_dir: Path, results_dir: Path) -> RunRecord:
     """The record with the scratch results directory's path replaced by the real one."""
-    text = json.dumps(record)
-    return json.loads(text.replace(json.dumps(str(scratch_dir))[1:-1], json.dumps(str(results_dir))[1:-1]))
+    text = json.dumps(record.to_dict())
+    moved = text.replace(json.dumps(str(scratch_dir))[1:-1], json.dumps(str(results_dir))[1:-1])
+    return RunRecord.from_dict(json.loads(moved))
 
 
-def record_differences(first: dict, second: dict) -> list[str]:
-    return diff(comparable(first), comparable(second))
+def record_differences(first: RunRecord, second: RunRecord) -> list[str]:
+    return diff(first.comparable(), second.comparable())

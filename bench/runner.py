@@ -18,24 +18,27 @@ from tqdm import tqdm
 
 from bench.core.audio import write_audio
 from bench.core.cache import ArrayCache, default_cache_root, stable_hash
-from bench.core.crashpoints import crash_point
-from bench.determinism import record_differences, relocate
 from bench.core.clipsets import load_manifest, open_clip_set
+from bench.core.crashpoints import crash_point
 from bench.core.errors import BenchError, ConfigError
+from bench.core.records import SCHEMA, RunRecord, read_record, write_record
+from bench.core.versions import git_revision, library_versions
+from bench.core.weights import sha256_file
+from bench.determinism import record_differences, relocate
 from bench.executors import Job, LocalExecutor, make_executor
-from bench.core.records import SCHEMA, read_record, write_record
-from metrics.inputs import ScoreOptions
 from bench.scoring import score
 from bench.suite import Cell, Gate, Suite
 from bench.sync import mark_unsynced, track
 from bench.tracking import TrackingError, default_tracking_uri
-from bench.training.generator_runs import ensure_generator_training, resolve_trained_cells
 from bench.training.evaluator import ensure_evaluators
-from bench.core.versions import git_revision, library_versions
-from bench.core.weights import sha256_file
+from bench.training.generator_runs import (
+    ensure_generator_training,
+    resolve_trained_cells,
+)
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from leaderboards import ci_summary, markdown
 from metrics.backbones.base import WeightsChoice
+from metrics.inputs import ScoreOptions
 
 
 @dataclass
@@ -72,7 +75,7 @@ class GateResult:
 @dataclass
 class RunOutcome:
     results_dir: Path
-    records: list[dict] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # cells that could not be computed
     tracking_errors: list[str] = field(default_factory=list)
@@ -224,7 +227,7 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
     if record_path.exists() and not options.force:
         try:
             record = read_record(record_path)
-            if record.get("cell_hash") == cell_hash:
+            if record.cell_hash == cell_hash:
                 return record
         except BenchError:
             pass  # unreadable or foreign: recompute and overwrite
@@ -235,37 +238,37 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
     results = score(suite.metrics, generated, reference, score_options)
     score_seconds = time.perf_counter() - t0
     audio_seconds = sum(r["generated"]["total_duration_s"] for r in results[:1])
-    record = {
-        "schema": SCHEMA,
-        "suite": {"name": suite.name, "path": str(suite.path) if suite.path else "built-in quickstart",
-                  "hash": suite.hash},
-        "cell_id": cell.id,
-        "cell_hash": cell_hash,
-        "cell": cell.params(),
-        "generation": gen["summary"] | {"generated_dir": str(cell_dir)},
-        "reference": reference.describe(),
-        "metrics": results,
-        "untrained": any(r["untrained"] for r in results),
-        "git_revision": git_revision(),
-        "versions": library_versions(),
-        "timing": {"generation_seconds": round(gen["seconds"], 4), "fresh_samples": gen["fresh_samples"],
-                   "real_time_factor": (round(gen["seconds"] / audio_seconds, 6)
-                                        if gen["fresh_samples"] and audio_seconds else None),
-                   "scoring_seconds": round(score_seconds, 4)},
-    }
+    record = RunRecord(
+        schema=SCHEMA,
+        suite={"name": suite.name, "path": str(suite.path) if suite.path else "built-in quickstart",
+               "hash": suite.hash},
+        cell_id=cell.id,
+        cell_hash=cell_hash,
+        cell=cell.params(),
+        generation=gen["summary"] | {"generated_dir": str(cell_dir)},
+        reference=reference.describe(),
+        metrics=tuple(results),
+        untrained=any(r["untrained"] for r in results),
+        git_revision=git_revision(),
+        versions=library_versions(),
+        timing={"generation_seconds": round(gen["seconds"], 4), "fresh_samples": gen["fresh_samples"],
+                "real_time_factor": (round(gen["seconds"] / audio_seconds, 6)
+                                     if gen["fresh_samples"] and audio_seconds else None),
+                "scoring_seconds": round(score_seconds, 4)},
+    )
     write_record(record_path, record)
     return record
 
 
 def check_determinism(suite: Suite, reference, prompts, score_options: ScoreOptions, results_dir: Path,
-                      options: RunOptions, records: list[dict], log=print) -> dict[str, list[str]]:
+                      options: RunOptions, records: list[RunRecord], log=print) -> dict[str, list[str]]:
     """Recompute each recorded cell with empty generation/embedding caches; the fields that differ, per cell."""
     cells = {c.id: c for c in suite.cells}
     differing = {}
     scratch = Path(tempfile.mkdtemp(prefix="determinism-", dir=results_dir))
     try:
         for record in records:
-            cell = cells[record["cell_id"]]
+            cell = cells[record.cell_id]
             log(f"determinism: recomputing {cell.id} without caches")
             fresh_options = replace(score_options, cache_root=scratch / "cache")
             again = _run_cell(cell, suite, reference, prompts, fresh_options, scratch / "results",
@@ -276,20 +279,20 @@ def check_determinism(suite: Suite, reference, prompts, score_options: ScoreOpti
                 differing[cell.id] = found
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report = {"identical": not differing, "cells": [r["cell_id"] for r in records], "differences": differing}
+    report = {"identical": not differing, "cells": [r.cell_id for r in records], "differences": differing}
     (results_dir / "determinism.json").write_text(json.dumps(report, indent=2) + "\n")
     return differing
 
 
-def evaluate_gates(gates: list[Gate], records: list[dict]) -> list[GateResult]:
+def evaluate_gates(gates: list[Gate], records: list[RunRecord]) -> list[GateResult]:
     out = []
     for gate in gates:
         for record in records:
-            if gate.generator and gate.generator not in (record["cell"]["generator"], record["cell"]["label"]):
+            if gate.generator and gate.generator not in (record.generator, record.label):
                 continue
-            result = next((r for r in record["metrics"] if r["metric"] == gate.metric), None)
+            result = next((r for r in record.metrics if r["metric"] == gate.metric), None)
             value = None if result is None else result["value"]
-            out.append(GateResult(gate, record["cell_id"], record["cell"]["label"], value,
+            out.append(GateResult(gate, record.cell_id, record.label, value,
                                   bool(result and result["untrained"]),
                                   value is not None and gate.passes(value)))
     return out
@@ -347,7 +350,7 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     summary = {"suite": suite.name, "exit_code": outcome.exit_code, "errors": outcome.errors,
                "tracking_errors": outcome.tracking_errors, "tracking_uri": uri if tracking_on else None,
                **({"nondeterministic": outcome.nondeterministic} if options.check_determinism else {}),
-               "records": [str(results_dir / "records" / f"{r['cell_id']}.json") for r in outcome.records],
+               "records": [str(results_dir / "records" / f"{r.cell_id}.json") for r in outcome.records],
                "gates": [g.line() for g in outcome.gates]}
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ci_summary.write(suite.name, outcome, options.baseline)

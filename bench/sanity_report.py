@@ -96,7 +96,9 @@ def render_markdown(report: dict) -> str:
 
 def plot_metric(report: dict, metric_id: str, path: Path) -> None:
     """One panel per perturbation: the curve from the clean set to the strongest level, CIs as a band."""
-    from matplotlib.figure import Figure  # no pyplot: renders with Agg, touches no global backend state
+    from matplotlib.figure import (
+        Figure,  # no pyplot: renders with Agg, touches no global backend state
+    )
 
     info = report["metrics"][metric_id]
     results = [r for r in report["results"] if r["metric"] == metric_id]

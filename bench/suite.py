@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 from bench.core.cache import stable_hash
+from bench.core.config import check_keys
+from bench.core.config import where as _where
 from bench.core.errors import ConfigError
-from bench.core.config import check_keys, where as _where
 
 _TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "generation", "generators",
              "metrics", "weights", "scoring", "tracking", "gates", "evaluators", "executor", "training"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.crashpoints import crash_point
 from bench.core.errors import BenchError
-from bench.core.records import read_record
+from bench.core.records import RunRecord, read_record
 from bench.tracking import TrackingError, default_tracking_uri, log_record
 
 DIGEST_TAG = "bench.record_sha256"
@@ -41,15 +41,15 @@ def _read_sidecar(path: Path) -> dict:
         return {}
 
 
-def is_synced(record: dict, uri: str, results_dir: Path) -> bool:
-    done = _read_sidecar(sidecar_path(results_dir, record["cell_id"]))
+def is_synced(record: RunRecord, uri: str, results_dir: Path) -> bool:
+    done = _read_sidecar(sidecar_path(results_dir, record.cell_id))
     return (done.get("synced", "run_id" in done) is True and done.get("uri") == uri
-            and done.get("record_sha256") == stable_hash(record))
+            and done.get("record_sha256") == stable_hash(record.to_dict()))
 
 
-def log_once(record: dict, uri: str, experiment: str, artifact_dir: Path | None) -> str:
+def log_once(record: RunRecord, uri: str, experiment: str, artifact_dir: Path | None) -> str:
     """The id of the one finished MLflow run of this record, logging it only if there is none."""
-    digest = stable_hash(record)
+    digest = stable_hash(record.to_dict())
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         from mlflow.tracking import MlflowClient
@@ -64,31 +64,31 @@ def log_once(record: dict, uri: str, experiment: str, artifact_dir: Path | None)
             for r in runs:  # cut off mid-logging: incomplete, replaced below
                 client.delete_run(r.info.run_id)
     except Exception as exc:  # MLflow raises many types (HTTP, SQL, REST); all mean "not reachable"
-        raise TrackingError(f"could not reach MLflow at {uri} for cell {record['cell_id']}: "
+        raise TrackingError(f"could not reach MLflow at {uri} for cell {record.cell_id}: "
                             f"{type(exc).__name__}: {exc}") from exc
     return log_record(record, uri, experiment, artifact_dir, extra_tags={DIGEST_TAG: digest})
 
 
-def track(record: dict, uri: str, experiment: str, results_dir: Path) -> str:
+def track(record: RunRecord, uri: str, experiment: str, results_dir: Path) -> str:
     """Log a record once per tracking target; on failure mark it unsynced (and raise TrackingError)."""
     if is_synced(record, uri, results_dir):
-        return _read_sidecar(sidecar_path(results_dir, record["cell_id"]))["run_id"]
+        return _read_sidecar(sidecar_path(results_dir, record.cell_id))["run_id"]
     try:
         run_id = log_once(record, uri, experiment, artifact_dir_for(uri, results_dir))
     except TrackingError as exc:
         mark_unsynced(record, uri, experiment, results_dir, str(exc))
         raise
     crash_point("track")
-    atomic_write_json(sidecar_path(results_dir, record["cell_id"]),
+    atomic_write_json(sidecar_path(results_dir, record.cell_id),
                       {"synced": True, "uri": uri, "experiment": experiment, "run_id": run_id,
-                       "record_sha256": stable_hash(record)})
+                       "record_sha256": stable_hash(record.to_dict())})
     return run_id
 
 
-def mark_unsynced(record: dict, uri: str, experiment: str, results_dir: Path, reason: str) -> None:
-    atomic_write_json(sidecar_path(results_dir, record["cell_id"]),
+def mark_unsynced(record: RunRecord, uri: str, experiment: str, results_dir: Path, reason: str) -> None:
+    atomic_write_json(sidecar_path(results_dir, record.cell_id),
                       {"synced": False, "uri": uri, "experiment": experiment, "error": reason,
-                       "record_sha256": stable_hash(record)})
+                       "record_sha256": stable_hash(record.to_dict())})
 
 
 @dataclass
@@ -120,20 +120,20 @@ def sync_results(results_dir: Path, uri: str | None = None, experiment: str | No
         log(f"{results_dir / 'records'}: no records to sync")
     for path in paths:
         record = read_record(path)
-        side = _read_sidecar(sidecar_path(results_dir, record["cell_id"]))
+        side = _read_sidecar(sidecar_path(results_dir, record.cell_id))
         target = uri or side.get("uri") or summary.get("tracking_uri") or default_tracking_uri(results_dir)
-        exp = experiment or side.get("experiment") or record["suite"]["name"]
+        exp = experiment or side.get("experiment") or record.suite["name"]
         if is_synced(record, target, results_dir):
-            outcome.already.append(record["cell_id"])
+            outcome.already.append(record.cell_id)
             continue
         try:
             run_id = track(record, target, exp, results_dir)
         except TrackingError as exc:
-            outcome.failed.append(f"{record['cell_id']}: {exc}")
+            outcome.failed.append(f"{record.cell_id}: {exc}")
             log(f"not synced: {exc}")
             continue
-        outcome.pushed.append(record["cell_id"])
-        log(f"synced {record['cell_id']} -> {target} (experiment {exp}, run {run_id})")
+        outcome.pushed.append(record.cell_id)
+        log(f"synced {record.cell_id} -> {target} (experiment {exp}, run {run_id})")
     return outcome
 
 

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.records import RunRecord
 
 
 class TrackingError(BenchError):
@@ -25,18 +26,18 @@ def default_tracking_uri(results_dir: Path) -> str:
     return f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
 
 
-def _params(record: dict) -> dict[str, str]:
-    cell = record["cell"]
+def _params(record: RunRecord) -> dict[str, str]:
+    cell = record.cell
     params = {k: "none" if v is None else str(v) for k, v in cell.items()}
-    params["reference_set"] = record["reference"]["name"]
-    params["reference_fingerprint"] = record["reference"]["fingerprint"]
-    params["suite"] = record["suite"]["name"]
+    params["reference_set"] = record.reference["name"]
+    params["reference_fingerprint"] = record.reference["fingerprint"]
+    params["suite"] = record.suite["name"]
     return params
 
 
-def _metrics(record: dict) -> dict[str, float]:
+def _metrics(record: RunRecord) -> dict[str, float]:
     out = {}
-    for result in record["metrics"]:
+    for result in record.metrics:
         key = mlflow_key(result["key"])
         out[key] = result["value"]
         if result.get("ci"):
@@ -45,17 +46,17 @@ def _metrics(record: dict) -> dict[str, float]:
     return out
 
 
-def _tags(record: dict) -> dict[str, str]:
+def _tags(record: RunRecord) -> dict[str, str]:
     tags = {
-        "bench.cell_id": record["cell_id"],
-        "bench.untrained": "true" if record["untrained"] else "false",
-        "bench.generator_untrained": "true" if (record.get("generation") or {}).get("untrained") else "false",
-        "bench.metrics": json.dumps([r["key"] for r in record["metrics"]]),
-        "bench.suite_hash": record["suite"]["hash"],
-        "bench.git_revision": record.get("git_revision") or "unknown",
-        "bench.versions": json.dumps(record["versions"], sort_keys=True),
+        "bench.cell_id": record.cell_id,
+        "bench.untrained": "true" if record.untrained else "false",
+        "bench.generator_untrained": "true" if record.generator_untrained else "false",
+        "bench.metrics": json.dumps([r["key"] for r in record.metrics]),
+        "bench.suite_hash": record.suite["hash"],
+        "bench.git_revision": record.git_revision or "unknown",
+        "bench.versions": json.dumps(record.versions, sort_keys=True),
     }
-    for result in record["metrics"]:
+    for result in record.metrics:
         prefix = f"bench.metric.{mlflow_key(result['key'])}"
         tags[f"{prefix}.protocol"] = f"{result['protocol']['id']} v{result['protocol']['version']}"
         backbone = result["backbone"]
@@ -65,7 +66,7 @@ def _tags(record: dict) -> dict[str, str]:
     return tags
 
 
-def log_record(record: dict, tracking_uri: str, experiment: str, artifact_dir: Path | None = None,
+def log_record(record: RunRecord, tracking_uri: str, experiment: str, artifact_dir: Path | None = None,
                extra_tags: dict[str, str] | None = None) -> str:
     """Create one MLflow run for a cell's record; return its run id."""
     # MLflow announces its database migrations at INFO level on every new store: noise for our users.
@@ -82,16 +83,16 @@ def log_record(record: dict, tracking_uri: str, experiment: str, artifact_dir: P
         else:
             exp_id = exp.experiment_id
         # Identity tags go on at creation, so a run cut off before its data is logged is still findable.
-        run = client.create_run(exp_id, run_name=record["cell_id"], tags=extra_tags or None)
+        run = client.create_run(exp_id, run_name=record.cell_id, tags=extra_tags or None)
         run_id = run.info.run_id
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), 0, 0) for k, v in _metrics(record).items()],
             params=[Param(k, v) for k, v in _params(record).items()],
             tags=[RunTag(k, v) for k, v in {**_tags(record), **(extra_tags or {})}.items()])
-        client.log_dict(run_id, record, "record.json")
+        client.log_dict(run_id, record.to_dict(), "record.json")
         client.set_terminated(run_id)
         return run_id
     except Exception as exc:  # MLflow raises many types (HTTP, SQL, REST); all mean "not logged"
-        raise TrackingError(f"could not log cell {record['cell_id']} to MLflow at {tracking_uri}: "
+        raise TrackingError(f"could not log cell {record.cell_id} to MLflow at {tracking_uri}: "
                             f"{type(exc).__name__}: {exc}") from exc

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from bench.core.records import RunRecord
 from leaderboards.table import ARROWS, fmt_number, metric_display, metric_identity
 
 
@@ -19,15 +20,15 @@ def _escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _cell_key(record: dict) -> tuple:
-    c = record["cell"]
+def _cell_key(record: RunRecord) -> tuple:
+    c = record.cell
     ckpt = Path(c["checkpoint"]).name if c.get("checkpoint") else None
     return (c["label"], ckpt, c.get("seed"), c.get("steps"), c.get("guidance"), c.get("sample_rate"),
             c.get("duration_s"))
 
 
-def _cell_name(record: dict) -> str:
-    return re.sub(r"_[0-9a-f]{8}$", "", record.get("cell_id", record["cell"]["label"]))
+def _cell_name(record: RunRecord) -> str:
+    return re.sub(r"_[0-9a-f]{8}$", "", record.cell_id)
 
 
 def _gates(gates) -> list[str]:
@@ -48,10 +49,10 @@ def _verdict(delta: float, direction: str | None, precision: int) -> str:
     return "better" if (delta < 0) == (direction == "lower") else "worse"
 
 
-def _deltas(records: list[dict], baseline: list[dict], source: str) -> list[str]:
+def _deltas(records: list[RunRecord], baseline: list[RunRecord], source: str) -> list[str]:
     lines = [f"### Deltas vs baseline `{_escape(source)}`", ""]
-    base_refs = {r["reference"]["fingerprint"] for r in baseline}
-    if records and records[0]["reference"]["fingerprint"] not in base_refs:
+    base_refs = {r.reference["fingerprint"] for r in baseline}
+    if records and records[0].reference["fingerprint"] not in base_refs:
         lines += ["⚠️ The baseline was scored against a different reference set: deltas compare "
                   "different things.", ""]
     by_key = {_cell_key(r): r for r in baseline}
@@ -61,8 +62,8 @@ def _deltas(records: list[dict], baseline: list[dict], source: str) -> list[str]
         if base is None:
             unmatched.append(_cell_name(record))
             continue
-        base_results = {r["key"]: r for r in base["metrics"]}
-        for result in record["metrics"]:
+        base_results = {r["key"]: r for r in base.metrics}
+        for result in record.metrics:
             arrow = ARROWS.get(result.get("direction"), "")
             name = f"{_escape(_cell_name(record))} | {_escape(result['key'])} {arrow}"
             old = base_results.get(result["key"])
@@ -92,7 +93,7 @@ def _deltas(records: list[dict], baseline: list[dict], source: str) -> list[str]
     return lines
 
 
-def render(suite: str, outcome, baseline: list[dict] | None = None, baseline_source: str = "") -> str:
+def render(suite: str, outcome, baseline: list[RunRecord] | None = None, baseline_source: str = "") -> str:
     """`outcome`: a bench.runner.RunOutcome (records, gates, errors, tracking_errors, exit_code)."""
     failed = [g for g in outcome.gates if not g.passed]
     if outcome.errors:
@@ -101,11 +102,11 @@ def render(suite: str, outcome, baseline: list[dict] | None = None, baseline_sou
         verdict = f"❌ {len(failed)} of {len(outcome.gates)} gate checks failed"
     else:
         verdict = f"✅ passed ({len(outcome.gates)} gate checks)" if outcome.gates else "✅ done (no gates)"
-    n_metrics = len({r["key"] for rec in outcome.records for r in rec["metrics"]})
+    n_metrics = len({r["key"] for rec in outcome.records for r in rec.metrics})
     lines = [f"## bench run `{_escape(suite)}`: {verdict}", "",
              f"{len(outcome.records)} cells, {n_metrics} metrics, exit code {outcome.exit_code}. "
              f"Records: `{outcome.results_dir / 'records'}`."]
-    if any(rec.get("untrained") for rec in outcome.records):
+    if any(rec.untrained for rec in outcome.records):
         lines.append("⚠️ Untrained backbone (seeded random weights) in some results: those numbers check the "
                      "pipeline and are not comparable to published ones.")
     if outcome.gates:

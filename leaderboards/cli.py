@@ -35,7 +35,7 @@ def cmd_leaderboard(args) -> int:
 
     if args.records:
         records = load_records(args.records)
-        default_title = f"{records[0]['suite']['name']} leaderboard" if records[0].get("suite") else None
+        default_title = f"{records[0].suite['name']} leaderboard"
     else:
         records = load_mlflow_records(args.experiment, args.tracking_uri)
         default_title = f"{args.experiment} leaderboard"

@@ -6,6 +6,7 @@ the table list protocols, backbone checkpoints and the reference set, so the tab
 """
 from __future__ import annotations
 
+from bench.core.records import RunRecord
 from leaderboards.table import Column, Row, Table, build_table, field_text, fmt_number
 
 
@@ -58,7 +59,7 @@ def render_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(records: list[dict], title: str | None = None, **options) -> str:
+def render(records: list[RunRecord], title: str | None = None, **options) -> str:
     """Records -> Markdown. Without options: one row per cell and no timing columns, so the file that
     `bench run` writes is identical for identical runs."""
     options.setdefault("info", [])

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.core.records import RunRecord
 from leaderboards.table import FIELDS, Column, build_table, checkpoint_step, field_text
 
 STYLE = {"font.size": 9, "axes.labelsize": 9, "axes.titlesize": 9, "legend.fontsize": 7.5,
@@ -99,19 +100,19 @@ def _ylabel(col: Column) -> str:
     return f"{col.title}{unit} {col.arrow}".strip()
 
 
-def leaderboard_plots(records: list[dict], out_dir: str | Path, metrics: list[str] | None = None) -> list[Path]:
+def leaderboard_plots(records: list[RunRecord], out_dir: str | Path, metrics: list[str] | None = None) -> list[Path]:
     """Every metric against every axis the records vary along; returns the files written."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for axis, (layout, xlabel) in _AXES.items():
         per_model: dict[str, set] = {}
         for r in records:
-            if r["cell"].get(axis) is not None:
-                per_model.setdefault(r["cell"]["label"], set()).add(repr(r["cell"][axis]))
+            if r.cell.get(axis) is not None:
+                per_model.setdefault(r.cell["label"], set()).add(repr(r.cell[axis]))
         if max(map(len, per_model.values()), default=0) < 2:
             continue  # no model varies along this axis: nothing to draw a curve of
         others = [f for f in FIELDS[2:] if f not in (axis, "seed")
-                  and len({repr(r["cell"].get(f)) for r in records}) > 1]
+                  and len({repr(r.cell.get(f)) for r in records}) > 1]
         table = build_table(records, layout=layout, metrics=metrics, group_by=["label", axis, *others], info=[])
         rows = [r for r in table.rows if r.fields[axis] is not None]
         xticks = None

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 from bench.core.errors import BenchError
-from bench.core.records import read_record
+from bench.core.records import RunRecord, read_record
 
 
-def load_records(path: str | Path) -> list[dict]:
+def load_records(path: str | Path) -> list[RunRecord]:
     """Records from a RunRecord file, a records directory, or a results directory holding `records/`."""
     path = Path(path)
     if path.is_file():
@@ -38,7 +38,7 @@ def default_tracking_uri(experiment: str) -> str:
     return f"sqlite:///{(Path('bench-results') / experiment / 'mlflow.db').resolve()}"
 
 
-def load_mlflow_records(experiment: str, tracking_uri: str | None = None) -> list[dict]:
+def load_mlflow_records(experiment: str, tracking_uri: str | None = None) -> list[RunRecord]:
     """The latest record of every cell logged to an MLflow experiment, in the order cells first ran."""
     uri = tracking_uri or default_tracking_uri(experiment)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.records import RunRecord
 
 FIELDS = ("label", "generator", "checkpoint", "seed", "steps", "guidance", "sample_rate", "duration_s")
 FIELD_TITLES = {"label": "Model", "generator": "Generator", "checkpoint": "Checkpoint", "seed": "Seed",
@@ -141,10 +142,10 @@ def field_text(name: str, value, raw: bool = False) -> str:
     return str(value)
 
 
-def _cell_value(record: dict, field: str):
+def _cell_value(record: RunRecord, field: str):
     """A configuration field of a record; a generator with seeded random weights is labelled untrained."""
-    value = record["cell"].get(field)
-    if field == "label" and (record.get("generation") or {}).get("untrained"):
+    value = record.cell.get(field)
+    if field == "label" and record.generator_untrained:
         return f"{value} (untrained)"
     return value
 
@@ -175,19 +176,19 @@ def metric_identity(result: dict) -> tuple:
             (b.get("init"), b.get("seed")) if result.get("untrained") else b.get("sha256"))
 
 
-def _metric_columns(records: list[dict], wanted: list[str] | None) -> list[Column]:
+def _metric_columns(records: list[RunRecord], wanted: list[str] | None) -> list[Column]:
     first: dict[str, dict] = {}
     identity: dict[str, tuple[tuple, str]] = {}
     for record in records:
-        for result in record["metrics"]:
+        for result in record.metrics:
             key = result["key"]
             first.setdefault(key, result)
             ident = metric_identity(result)
-            seen = identity.setdefault(key, (ident, record.get("cell_id", "?")))
+            seen = identity.setdefault(key, (ident, record.cell_id))
             if seen[0] != ident:
                 raise BenchError(
                     f"metric {key!r} was computed differently in cell {seen[1]} and cell "
-                    f"{record.get('cell_id', '?')} (metric/protocol/backbone version {seen[0]} vs {ident}); "
+                    f"{record.cell_id} (metric/protocol/backbone version {seen[0]} vs {ident}); "
                     "their values cannot share a column: pass records of one protocol version")
     keys = list(first)
     if wanted:
@@ -240,12 +241,12 @@ def _aggregate(values: list[float], results: list[dict] | None = None) -> Value:
     return Value(mean, mean - half, mean + half, level, n, "seeds")
 
 
-def _info_value(name: str, records: list[dict]) -> Value | None:
+def _info_value(name: str, records: list[RunRecord]) -> Value | None:
     """Generation time per clip (or real-time factor), from records whose samples were generated
     fresh in that run: a cached cell took no time and must not pull the mean down."""
     values = []
     for record in records:
-        timing = record.get("timing") or {}
+        timing = record.timing
         if name == "time" and timing.get("fresh_samples") and timing.get("generation_seconds") is not None:
             values.append(timing["generation_seconds"] / timing["fresh_samples"])
         elif name == "rtf" and timing.get("real_time_factor") is not None:
@@ -253,8 +254,8 @@ def _info_value(name: str, records: list[dict]) -> Value | None:
     return _aggregate(values) if values else None
 
 
-def _varying(records: list[dict], name: str) -> bool:
-    return len({repr(r["cell"].get(name)) for r in records}) > 1
+def _varying(records: list[RunRecord], name: str) -> bool:
+    return len({repr(r.cell.get(name)) for r in records}) > 1
 
 
 def _sort_key(name: str, value):
@@ -277,7 +278,7 @@ def _rank(rows: list[Row], column: Column) -> None:
             row.values[column.key] = replace(row.values[column.key], rank=rank)
 
 
-def build_table(records: list[dict], layout: str = "models", metrics: list[str] | None = None,
+def build_table(records: list[RunRecord], layout: str = "models", metrics: list[str] | None = None,
                 group_by: list[str] | None = None, info: list[str] | None = None,
                 title: str | None = None) -> Table:
     if layout not in LAYOUTS:
@@ -298,7 +299,7 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
     groups = [f for f in FIELDS if f in groups]
     info = list(DEFAULT_INFO.get(layout, ()) if info is None else info)
 
-    references = list({r["reference"]["fingerprint"]: r["reference"] for r in records}.values())
+    references = list({r.reference["fingerprint"]: r.reference for r in records}.values())
     if len(references) > 1:
         raise BenchError("the records were scored against different reference sets ("
                          + ", ".join(f"{r['name']} {r['fingerprint'][:12]}" for r in references)
@@ -309,7 +310,7 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
     columns += [_info_column(i) for i in info if i not in groups]
     columns += metric_cols
 
-    grouped: dict[tuple, list[dict]] = {}
+    grouped: dict[tuple, list[RunRecord]] = {}
     for record in records:
         grouped.setdefault(tuple(repr(_cell_value(record, f)) for f in groups), []).append(record)
     rows = []
@@ -324,14 +325,14 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
             if col.kind == "info":
                 v = _info_value(col.key, members)
             elif col.kind == "metric":
-                results = [res for m in members for res in m["metrics"] if res["key"] == col.key]
+                results = [res for m in members for res in m.metrics if res["key"] == col.key]
                 v = _aggregate([res["value"] for res in results], results) if results else None
             else:
                 continue
             if v is not None:
                 values[col.key] = v
         rows.append(Row(section=_cell_value(members[0], "label") if axis else None, fields=fields, values=values,
-                        cells=[m.get("cell_id", "?") for m in members], n=len(members)))
+                        cells=[m.cell_id for m in members], n=len(members)))
 
     if axis:
         order = list(dict.fromkeys(r.section for r in rows))
@@ -340,9 +341,9 @@ def build_table(records: list[dict], layout: str = "models", metrics: list[str] 
         for col in metric_cols:
             _rank([r for r in rows if r.section == section], col)
 
-    checkpoints = list({(r["cell"]["label"], r["cell"].get("checkpoint")):
-                        {"label": _cell_value(r, "label"), "checkpoint": r["cell"].get("checkpoint"),
-                         "sha256": (r.get("generation") or {}).get("checkpoint_sha256")}
+    checkpoints = list({(r.label, r.cell.get("checkpoint")):
+                        {"label": _cell_value(r, "label"), "checkpoint": r.cell.get("checkpoint"),
+                         "sha256": r.generation.get("checkpoint_sha256")}
                         for r in records}.values())
     return Table(title=title, layout=layout, group_by=tuple(groups), columns=columns, rows=rows,
                  references=references, checkpoints=checkpoints, section_field="label" if axis else None)

@@ -8,7 +8,7 @@ import sys
 import threading
 
 from bench.cli import main
-from bench.core.records import comparable
+from bench.core.records import read_record
 
 # One cell, 6 prompts in generation batches of 2 and embedding chunks of 2 clips: 3 of each.
 SUITE = """
@@ -43,12 +43,12 @@ def _killed_run(suite, out, cache, kill_at):
 
 
 def _records(out):
-    return {p.name: json.loads(p.read_text()) for p in (out / "records").glob("*.json")
+    return {p.name: read_record(p) for p in (out / "records").glob("*.json")
             if not p.name.endswith(".tracking.json")}
 
 
 def _portable(record):
-    record = comparable(record)
+    record = record.comparable()
     record["generation"].pop("generated_dir"), record["generation"].pop("manifest")
     for result in record["metrics"]:
         result["generated"].pop("source")
@@ -109,5 +109,5 @@ def test_kill_in_each_phase_then_resume_equals_uninterrupted_run(tmp_path, monke
     clean = tmp_path / "clean"
     assert main(["run", str(suite), "--out", str(clean), "--quiet", "--no-tracking"]) == 0
     resumed, fresh = _records(out)[record_file], _records(clean)[record_file]
-    assert resumed["timing"]["fresh_samples"] == 0  # run 3 wrote it: every sample came from the cache
+    assert resumed.timing["fresh_samples"] == 0  # run 3 wrote it: every sample came from the cache
     assert _portable(resumed) == _portable(fresh)

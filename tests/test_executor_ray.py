@@ -1,7 +1,6 @@
 """The Ray executor on a local 2-worker Ray instance: tasks run in worker processes, results come back
 in order, errors surface as themselves, and `bench run` gives records (and cached embeddings)
 bit-identical to the local executor."""
-import json
 import os
 
 import numpy as np
@@ -11,8 +10,8 @@ ray = pytest.importorskip("ray")
 
 from bench.cli import main  # noqa: E402
 from bench.core.errors import ConfigError  # noqa: E402
+from bench.core.records import read_record  # noqa: E402
 from bench.executors import Job, RayExecutor, make_executor, parse_executor  # noqa: E402
-from bench.core.records import comparable  # noqa: E402
 
 SUITE = """
 name = "rayed"
@@ -61,7 +60,7 @@ def test_tasks_run_on_workers_in_order_and_errors_surface(ray_session):
 
 
 def _portable(record):
-    record = comparable(record)
+    record = record.comparable()
     record.pop("suite")
     record["generation"].pop("generated_dir"), record["generation"].pop("manifest")
     for result in record["metrics"]:
@@ -79,7 +78,7 @@ def test_bench_run_on_ray_is_bit_identical_to_local(ray_session, tmp_path, monke
         out = tmp_path / name
         assert main(["run", str(suite), "--out", str(out), "--quiet", "--no-tracking"]) == 0
         (path,) = [p for p in (out / "records").glob("*.json")]
-        records[name] = json.loads(path.read_text())
+        records[name] = read_record(path)
     assert _portable(records["ray"]) == _portable(records["local"])
     # Every cached embedding (same key -> same file name) holds the same bits.
     local_files = sorted((caches["local"] / "embeddings").rglob("*.npz"))

@@ -14,7 +14,7 @@ import pytest
 from leaderboards import html
 from leaderboards.plots import leaderboard_plots
 from leaderboards.table import build_table
-from tests.test_leaderboards import models_records, sweep_records
+from tests.test_leaderboards import models_records, sweep_records, typed
 
 INJECTED = ('<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
             '<b id="injected">bold</b>')
@@ -76,9 +76,9 @@ def page(tmp_path_factory):
     for r in records:
         if r["cell"]["label"] == "Tango":
             r["cell"]["label"] = "Tango " + INJECTED
-    table = build_table(records, group_by=["label", "steps", "sample_rate", "checkpoint"],
+    table = build_table(typed(records), group_by=["label", "steps", "sample_rate", "checkpoint"],
                         title="Leaderboard " + INJECTED)
-    plots = leaderboard_plots(records, tmp / "plots")
+    plots = leaderboard_plots(typed(records), tmp / "plots")
     path = tmp / "board.html"
     path.write_text(html.render_table(table, caption="Caption " + INJECTED, plots=plots), encoding="utf-8")
     return path, table, [p for p in plots if p.suffix == ".png"]

@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 
 from bench.core.errors import BenchError
-from bench.core.records import SCHEMA
+from bench.core.records import SCHEMA, RunRecord
 from leaderboards import ci_summary, csv_table, latex, markdown
 from leaderboards.plots import leaderboard_plots
 from leaderboards.sources import load_mlflow_records, load_records
@@ -41,6 +41,11 @@ def result(key, value, spread=0.1, untrained=False, direction="lower", ci=True, 
             "lineage": "audioldm_eval", "untrained": untrained, "value": value,
             "ci": {"low": value - spread, "high": value + 2 * spread, "level": 0.95} if ci else None,
             "protocol": {"id": metric.replace("fad-", ""), "version": protocol_version}, "backbone": backbone}
+
+
+def typed(records):
+    """The records as leaderboards read them (tests build and edit plain dicts)."""
+    return [RunRecord.from_dict(r) for r in records]
 
 
 def record(label, metrics, seed=0, steps=None, sample_rate=16000, checkpoint=None, seconds=1.0):
@@ -99,7 +104,7 @@ def _golden(name, text):
 # ------------------------------------------------------------------------------------ table model
 
 def test_seeds_are_averaged_with_a_t_interval_when_group_by_leaves_them_out():
-    table = build_table(models_records(), group_by=["label"])
+    table = build_table(typed(models_records()), group_by=["label"])
     assert [r.fields["label"] for r in table.rows] == [NASTY, "Tango", "noise"]
     disco = table.rows[0].values["fad-vggish@audioldm"]
     values = [1.5, 1.7]
@@ -108,13 +113,13 @@ def test_seeds_are_averaged_with_a_t_interval_when_group_by_leaves_them_out():
     assert disco.value == pytest.approx(1.6) and disco.low == pytest.approx(1.6 - half)
     assert disco.high == pytest.approx(1.6 + half)
     # per cell (the default): one row per seed, each with its own bootstrap interval
-    per_cell = build_table(models_records())
+    per_cell = build_table(typed(models_records()))
     assert len(per_cell.rows) == 6 and "seed" in per_cell.group_by
     assert per_cell.rows[0].values["fad-vggish@audioldm"].interval == "bootstrap"
 
 
 def test_best_bold_second_underlined_with_ties_at_printed_precision():
-    table = build_table(models_records(), group_by=["label"])
+    table = build_table(typed(models_records()), group_by=["label"])
     ranks = {r.fields["label"]: r.values["fad-vggish@audioldm"].rank for r in table.rows}
     assert ranks == {NASTY: 1, "Tango": 1, "noise": 2}  # 1.600 == 1.60005 when printed: both best
     untrained = {r.fields["label"]: r.values.get("fad-vggish@google[untrained]") for r in table.rows}
@@ -128,7 +133,7 @@ def test_higher_is_better_and_precision_and_unit_come_from_the_record():
         for r in rec["metrics"]:
             if r["metric"] == "clap@laion":
                 r.update(unit="%", precision=1)
-    table = build_table(records, layout="steps", group_by=["label", "steps"], metrics=["clap@laion"])
+    table = build_table(typed(records), layout="steps", group_by=["label", "steps"], metrics=["clap@laion"])
     col = table.metric_columns[0]
     assert (col.direction, col.unit, col.precision) == ("higher", "%", 1)
     first = [r for r in table.rows if r.section == "AudioLDM_s"]
@@ -141,7 +146,7 @@ def test_higher_is_better_and_precision_and_unit_come_from_the_record():
 
 
 def test_every_value_of_a_column_gets_the_same_decimals():
-    text = markdown.render_table(build_table(models_records(), group_by=["label"]))
+    text = markdown.render_table(build_table(typed(models_records()), group_by=["label"]))
     assert "_9.500_" in text and "**1.600**" in text and "38.500" not in text  # 40.5/35.5: 3 decimals
     assert "**35.500**" in text and "_40.500_" in text
     assert fmt_number(-0.0001, 3) == "0.000"  # never '-0.000'
@@ -151,35 +156,35 @@ def test_mixed_protocol_versions_and_reference_sets_are_refused():
     records = models_records()
     records[1]["metrics"][0] = result("fad-vggish@audioldm", 1.0, protocol_version=2)
     with pytest.raises(BenchError, match="computed differently"):
-        build_table(records)
+        build_table(typed(records))
     records = models_records()
     records[0]["reference"] = {**REFERENCE, "fingerprint": "e" * 64}
     with pytest.raises(BenchError, match="different reference sets"):
-        build_table(records)
+        build_table(typed(records))
     with pytest.raises(BenchError, match="--metrics 'kl@x'"):
-        build_table(models_records(), metrics=["kl@x"])
+        build_table(typed(models_records()), metrics=["kl@x"])
     with pytest.raises(BenchError, match="--group-by 'seeds'"):
-        build_table(models_records(), group_by=["seeds"])
+        build_table(typed(models_records()), group_by=["seeds"])
 
 
 # ------------------------------------------------------------------------------------ golden files
 
 def test_models_layout_golden_md_latex_csv():
-    table = build_table(models_records(), group_by=["label"], title="Text-to-audio on synthetic")
+    table = build_table(typed(models_records()), group_by=["label"], title="Text-to-audio on synthetic")
     _golden("leaderboard_models.md", markdown.render_table(table))
     _golden("leaderboard_models.tex", latex.render_table(table, caption="Models x metrics"))
     # CSV per cell: its numbers come straight from the records (a t quantile could move in the last bit)
-    _golden("leaderboard_models.csv", csv_table.render_table(build_table(models_records())))
+    _golden("leaderboard_models.csv", csv_table.render_table(build_table(typed(models_records()))))
 
 
 def test_rates_and_steps_layouts_golden():
     records = [r for r in sweep_records() if r["cell"]["checkpoint"] is None]
     tango = [record("Tango", [result("fad-vggish@audioldm", v)], steps=50, sample_rate=sr)
              for sr, v in ((48000, 2.0), (16000, 2.5))]
-    rates = build_table([r for r in records if r["cell"]["steps"] == 50] + tango, layout="rates",
+    rates = build_table(typed([r for r in records if r["cell"]["steps"] == 50] + tango), layout="rates",
                         metrics=["fad-vggish@audioldm"], title="Sample rates")
     _golden("leaderboard_rates.tex", latex.render_table(rates, ci="sub"))
-    steps = build_table([r for r in records if r["cell"]["sample_rate"] == 16000], layout="steps",
+    steps = build_table(typed([r for r in records if r["cell"]["sample_rate"] == 16000]), layout="steps",
                         title="Sampling steps")
     _golden("leaderboard_steps.md", markdown.render_table(steps))
     _golden("leaderboard_steps.csv", csv_table.render_table(steps))
@@ -188,7 +193,7 @@ def test_rates_and_steps_layouts_golden():
 def test_checkpoints_layout_orders_by_training_step():
     records = [r for r in sweep_records() if r["cell"]["checkpoint"]]
     records.reverse()
-    table = build_table(records, layout="checkpoints")
+    table = build_table(typed(records), layout="checkpoints")
     assert [r.fields["checkpoint"].split("/")[-1] for r in table.rows] == ["step-1000.pt", "step-2000.pt",
                                                                           "step-4000.pt"]
     text = latex.render_table(table)
@@ -199,7 +204,7 @@ def test_a_generator_with_random_weights_is_labelled_untrained_in_every_layout()
     trained, untrained = record("archisound", [result("m@p", 2.0)]), record("tiny", [result("m@p", 3.0)])
     untrained["generation"]["untrained"] = True
     for layout in ("models", "rates"):
-        table = build_table([trained, untrained], layout=layout)
+        table = build_table(typed([trained, untrained]), layout=layout)
         text = markdown.render_table(table)
         assert "tiny (untrained)" in text and "archisound (untrained)" not in text
 
@@ -209,7 +214,7 @@ def test_latex_escapes_every_special_character_and_marks_untrained():
         r"a\_b \& 100\% \#1 \$x \textasciitilde{}\textasciicircum{}\textbackslash{}\{\}")
     assert latex.escape("[x]*") == "{[}x{]}{*}"  # a row starting with [ would be eaten by \\
     assert latex.escape("a--b ő 漢") == "a-{}-b o ?"
-    text = latex.render_table(build_table(models_records(), group_by=["label"]))
+    text = latex.render_table(build_table(typed(models_records()), group_by=["label"]))
     assert r"DiscoDiff\_v2 \& co 100\% \#1 \$" in text
     assert r"fad-vggish\\@google$^\dagger$ $\downarrow$" in text and r"$^\dagger$UNTRAINED backbone" in text
     assert "vggish-10086976.pth sha256 10086976abababab" in text and "fingerprint ffffffffffff" in text
@@ -217,14 +222,14 @@ def test_latex_escapes_every_special_character_and_marks_untrained():
 
 def test_latex_interval_styles():
     records = models_records()[:1]
-    pm = latex.render_table(build_table(records))
+    pm = latex.render_table(build_table(typed(records)))
     assert r"$\mathbf{1.500}^{+0.200}_{-0.100}$" not in pm  # one row: nothing to rank
     assert r"$1.500^{+0.200}_{-0.100}$" in pm  # asymmetric interval: not a misleading ±
-    agg = latex.render_table(build_table(models_records(), group_by=["label"]))
+    agg = latex.render_table(build_table(typed(models_records()), group_by=["label"]))
     assert r"$\mathbf{1.600} \pm " in agg  # t-interval over seeds is symmetric
-    sub = latex.render_table(build_table(records), ci="sub")
+    sub = latex.render_table(build_table(typed(records)), ci="sub")
     assert r"$1.500_{[1.400,\,1.700]}$" in sub
-    assert "$1.500$ &" in latex.render_table(build_table(records), ci="none")
+    assert "$1.500$ &" in latex.render_table(build_table(typed(records)), ci="none")
 
 
 def _pdflatex():
@@ -243,7 +248,7 @@ def test_latex_compiles_with_pdflatex(tmp_path, layout):
     records = models_records() if layout == "models" else sweep_records()
     if layout == "models":
         records[0]["cell"]["label"] = NASTY + " ~^\\{} [x] *y <z> |w| a--b modèle ő 漢 “q” –"
-    table = build_table(records, layout=layout, group_by=["label"] if layout == "models" else None)
+    table = build_table(typed(records), layout=layout, group_by=["label"] if layout == "models" else None)
     body = latex.render_table(table, caption="Paper_table & notes: 50% #3 $")
     (tmp_path / "doc.tex").write_text(latex.document(body), encoding="utf-8")
     proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
@@ -259,7 +264,7 @@ def test_latex_compiles_with_pdflatex(tmp_path, layout):
 def test_csv_is_full_precision_and_formula_safe():
     records = models_records()
     records[2]["cell"]["label"] = records[5]["cell"]["label"] = "=HYPERLINK(\"x\")"
-    table = build_table(records, group_by=["label"])
+    table = build_table(typed(records), group_by=["label"])
     rows = list(csv.DictReader(io.StringIO(csv_table.render_table(table))))
     assert [r["label"] for r in rows] == [NASTY, "Tango", "'=HYPERLINK(\"x\")"]
     assert float(rows[1]["fad-vggish@audioldm"]) == (1.6 + 1.6001) / 2  # not rounded
@@ -277,7 +282,7 @@ def _png_variance(path):
 
 
 def test_leaderboard_plots_for_steps_rates_and_checkpoints(tmp_path):
-    paths = leaderboard_plots(sweep_records(), tmp_path)
+    paths = leaderboard_plots(typed(sweep_records()), tmp_path)
     names = sorted(p.name for p in paths)
     for metric in ("clap_laion", "fad-vggish_audioldm"):
         for axis in ("steps", "sample_rate", "checkpoint"):
@@ -292,7 +297,7 @@ def test_leaderboard_plots_for_steps_rates_and_checkpoints(tmp_path):
 
 
 def test_no_plot_without_a_varying_axis(tmp_path):
-    assert leaderboard_plots(models_records(), tmp_path) == []
+    assert leaderboard_plots(typed(models_records()), tmp_path) == []
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -311,7 +316,7 @@ def test_load_records_from_a_results_dir_a_records_dir_or_a_file(tmp_path):
     assert len(load_records(tmp_path)) == len(records)
     assert len(load_records(tmp_path / "records")) == len(records)
     one = tmp_path / "records" / f"{records[1]['cell_id']}.json"
-    assert load_records(one)[0]["cell"]["label"] == "Tango"
+    assert load_records(one)[0].label == "Tango"
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="no RunRecords"):
         load_records(tmp_path / "empty")
@@ -326,13 +331,13 @@ def test_load_records_from_mlflow_keeps_the_latest_run_per_cell(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     records = models_records()[:3]
     for r in records:
-        log_record(r, uri, "paper", tmp_path / "artifacts")
+        log_record(RunRecord.from_dict(r), uri, "paper", tmp_path / "artifacts")
     rerun = json.loads(json.dumps(records[1]))
     rerun["metrics"][0]["value"] = 0.5
-    log_record(rerun, uri, "paper", tmp_path / "artifacts")  # a --force rerun of the same cell
+    log_record(RunRecord.from_dict(rerun), uri, "paper", tmp_path / "artifacts")  # a --force rerun of the same cell
     loaded = load_mlflow_records("paper", uri)
-    assert [r["cell_id"] for r in loaded] == [r["cell_id"] for r in records]
-    assert loaded[1]["metrics"][0]["value"] == 0.5
+    assert [r.cell_id for r in loaded] == [r["cell_id"] for r in records]
+    assert loaded[1].metrics[0]["value"] == 0.5
     with pytest.raises(BenchError, match="no MLflow experiment 'other'.*paper"):
         load_mlflow_records("other", uri)
     with pytest.raises(BenchError, match="does not exist"):
@@ -370,7 +375,7 @@ def test_bench_leaderboard_reports_bad_input_without_traceback(tmp_path, capsys)
 # ------------------------------------------------------------------------------------ CI summary
 
 def _outcome(tmp_path, records, gates=(), errors=()):
-    return SimpleNamespace(results_dir=tmp_path, records=records, gates=list(gates), errors=list(errors),
+    return SimpleNamespace(results_dir=tmp_path, records=typed(records), gates=list(gates), errors=list(errors),
                            tracking_errors=[], exit_code=1 if any(not g.passed for g in gates) else 0)
 
 

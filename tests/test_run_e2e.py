@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.core.records import comparable
+from bench.core.records import read_record
 
 SUITE = """
 name = "tiny"
@@ -38,7 +38,7 @@ def _run(tmp_path, out, suite_text=SUITE, extra=()):
 
 
 def _records(out):
-    return {p.name: json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))
+    return {p.name: read_record(p) for p in sorted((out / "records").glob("*.json"))
             if not p.name.endswith(".tracking.json")}
 
 
@@ -48,14 +48,14 @@ def test_run_writes_records_mlflow_and_leaderboard(tmp_path, cache_dir, capsys):
     records = _records(out)
     assert len(records) == 3
     for record in records.values():
-        assert record["untrained"] is True
-        assert record["metrics"][0]["key"] == "fad-vggish@audioldm[untrained]"
-        assert record["reference"]["n_clips"] == 6 and record["cell"]["duration_s"] == 1.5
-    oracle = next(r for r in records.values() if r["cell"]["generator"] == "reference")
-    noise = [r for r in records.values() if r["cell"]["generator"] == "noise"]
-    assert oracle["metrics"][0]["value"] == pytest.approx(0.0, abs=1e-6)
-    assert all(r["metrics"][0]["value"] > 1.0 for r in noise)
-    assert noise[0]["metrics"][0]["value"] != noise[1]["metrics"][0]["value"]  # seeds differ
+        assert record.untrained is True
+        assert record.metrics[0]["key"] == "fad-vggish@audioldm[untrained]"
+        assert record.reference["n_clips"] == 6 and record.cell["duration_s"] == 1.5
+    oracle = next(r for r in records.values() if r.generator == "reference")
+    noise = [r for r in records.values() if r.generator == "noise"]
+    assert oracle.metrics[0]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert all(r.metrics[0]["value"] > 1.0 for r in noise)
+    assert noise[0].metrics[0]["value"] != noise[1].metrics[0]["value"]  # seeds differ
 
     board = (out / "leaderboard.md").read_text()
     assert "fad-vggish@audioldm[untrained] ↓" in board and "UNTRAINED" in board and "| seed |" in board
@@ -79,7 +79,7 @@ def test_run_writes_records_mlflow_and_leaderboard(tmp_path, cache_dir, capsys):
 
 def _without_paths(record):
     """A record minus the fields that name its results directory."""
-    record = comparable(record)
+    record = record.comparable()
     for key in ("generated_dir", "manifest"):
         record["generation"].pop(key)
     for result in record["metrics"]:
@@ -110,8 +110,8 @@ def test_interrupted_run_resumes_without_losing_records(tmp_path, cache_dir):
     assert _run(tmp_path, out, extra=("--no-tracking",)) == 0
     after = _records(out)
     assert {p: p.stat().st_mtime_ns for p in keep} == keep  # finished cells untouched
-    assert after[victim]["timing"]["fresh_samples"] == 0  # generation came from the cache
-    assert comparable(after[victim]) == comparable(before[victim])
+    assert after[victim].timing["fresh_samples"] == 0  # generation came from the cache
+    assert after[victim].comparable() == before[victim].comparable()
 
 
 def test_failing_gate_exits_1_with_summary(tmp_path, cache_dir, capsys):
@@ -154,6 +154,6 @@ def test_reference_captions_reach_the_generated_set(tmp_path, cache_dir):
                                              '[weights]\nmode = "untrained"\n[scoring]\nbootstrap = 0\n')
     assert _run(tmp_path, tmp_path / "out", suite, ("--no-tracking",)) == 0
     (record,) = _records(tmp_path / "out").values()
-    generated = {c.id: c for c in load_manifest(record["generation"]["manifest"]).clips}
+    generated = {c.id: c for c in load_manifest(record.generation["manifest"]).clips}
     assert generated["a"].references == ("a steady hum",) and generated["b"].references == ()
     assert generated["a"].caption == "a tone"

@@ -108,9 +108,9 @@ def test_rate_sweep_runs_and_renders_table_one(gen, tmp_path, cache_dir):
                      '[weights]\nmode = "untrained"\n[scoring]\nbootstrap = 10\n')
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     records = load_records(tmp_path / "out")
-    assert sorted(r["cell"]["sample_rate"] for r in records) == list(RATES)
+    assert sorted(r.cell["sample_rate"] for r in records) == list(RATES)
     for r in records:  # generated at the rate itself, not resampled to it
-        assert r["generation"]["native_sample_rates"] == [r["cell"]["sample_rate"]]
+        assert r.generation["native_sample_rates"] == [r.cell["sample_rate"]]
     table = markdown.render_table(build_table(records, layout="rates", metrics=["fad-vggish@audioldm"]))
     assert "## srcgaudio" in table and "| sample_rate | fad-vggish@audioldm[untrained] ↓ |" in table
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line[:3] in ("| 1", "| 2", "| 3", "| 4")]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.core.records import SCHEMA
+from bench.core.records import SCHEMA, RunRecord
 from bench.tracking import TrackingError, default_tracking_uri, log_record, mlflow_key
 
 UNTRAINED_KEY = "fad-vggish@audioldm[untrained]"
@@ -182,7 +182,7 @@ def test_log_record_to_sqlite(tmp_path):
     record = make_record()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     artifacts = tmp_path / "mlartifacts"
-    run_id = log_record(copy.deepcopy(record), uri, "exp", artifacts)
+    run_id = log_record(RunRecord.from_dict(copy.deepcopy(record)), uri, "exp", artifacts)
 
     client = MlflowClient(tracking_uri=uri)
     _check_logged_run(client, run_id, record, "exp", tmp_path / "download")
@@ -194,7 +194,7 @@ def test_log_record_to_sqlite(tmp_path):
     other["cell_id"] = "silence_seed0_sr16000"
     other["untrained"] = False
     other["metrics"] = [other["metrics"][1]]
-    run2 = log_record(other, uri, "exp", artifacts)
+    run2 = log_record(RunRecord.from_dict(other), uri, "exp", artifacts)
     assert run2 != run_id
     exp = client.get_experiment_by_name("exp")
     runs = client.search_runs([exp.experiment_id])
@@ -207,7 +207,7 @@ def test_log_record_to_unreachable_server_is_a_tracking_error(monkeypatch):
     record = make_record()
     t0 = time.monotonic()
     with pytest.raises(TrackingError) as err:
-        log_record(record, uri, "exp")
+        log_record(RunRecord.from_dict(record), uri, "exp")
     assert record["cell_id"] in str(err.value)
     assert uri in str(err.value)
     assert time.monotonic() - t0 < 30, "MLflow retried a dead server for too long"
@@ -219,7 +219,7 @@ def test_log_record_with_unusable_sqlite_path_is_a_tracking_error(tmp_path):
     uri = f"sqlite:///{blocker / 'sub' / 'mlflow.db'}"  # parent is a file: cannot be created
     record = make_record()
     with pytest.raises(TrackingError) as err:
-        log_record(record, uri, "exp", tmp_path / "art")
+        log_record(RunRecord.from_dict(record), uri, "exp", tmp_path / "art")
     assert uri in str(err.value) and record["cell_id"] in str(err.value)
 
 
@@ -286,7 +286,7 @@ def _stop_server(proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_log_record_through_mlflow_server(mlflow_server, tmp_path):
     record = make_record()
-    run_id = log_record(copy.deepcopy(record), mlflow_server, "server-exp")
+    run_id = log_record(RunRecord.from_dict(copy.deepcopy(record)), mlflow_server, "server-exp")
 
     client = MlflowClient(tracking_uri=mlflow_server)
     _check_logged_run(client, run_id, record, "server-exp", tmp_path / "download")

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from bench.core.audio import write_audio
 from bench.benchmarks.stand_in_tokenizer import write_roberta_tokenizer
+from bench.core.audio import write_audio
 from bench.core.clipsets import load_manifest, synthetic_dataset
 from bench.core.errors import BenchError
-from metrics.inputs import ScoreOptions
 from bench.scoring import embed_set, score
 from metrics.backbones.base import BACKBONES, WeightsChoice, load_backbone
+from metrics.inputs import ScoreOptions
 from metrics.registry import all_metrics
 
 RATE = 16000

@@ -20,9 +20,9 @@ import torch
 
 from bench.core.audio import write_audio
 from bench.core.clipsets import load_directory, synthetic_dataset
-from metrics.inputs import ScoreOptions
 from bench.scoring import embed_set, score
 from metrics.backbones.base import WeightsChoice, load_backbone
+from metrics.inputs import ScoreOptions
 from metrics.protocols import VGGISH_AUDIOLDM
 
 METRIC = "fad-vggish@audioldm"

@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.core.audio import write_audio
 from bench.benchmarks.backbones import reset_peak_rss, status_mib, write_set
+from bench.core.audio import write_audio
 from bench.core.clipsets import load_directory, load_manifest, synthetic_dataset
-from metrics.inputs import ScoreOptions
 from bench.scoring import score
 from metrics.backbones.base import WeightsChoice, load_backbone
+from metrics.inputs import ScoreOptions
 from metrics.panns_metrics import PANNS_16K_AUDIOLDM
 
 RATE = 16000
@@ -69,7 +69,10 @@ def _importable_peer() -> None:
     """frechet_audio_distance imports laion_clap -> transformers (torchaudio) and timm (torchvision),
     whose CUDA-built extensions do not load next to CPU torch here: apply the project's one shim, and
     keep laion_clap's tokenizer loading off the network."""
-    from bench.core.torch_compat import ensure_torchaudio_importable, ensure_torchvision_importable
+    from bench.core.torch_compat import (
+        ensure_torchaudio_importable,
+        ensure_torchvision_importable,
+    )
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ensure_torchaudio_importable()

@@ -19,8 +19,8 @@ import torch
 from bench.core.clipsets import synthetic_dataset
 from bench.sanity import plan_levels, run_sanity
 from bench.sanity_report import render_markdown, write_report
-from metrics.inputs import ScoreOptions
 from metrics.backbones.base import WeightsChoice
+from metrics.inputs import ScoreOptions
 from metrics.perturbations import all_perturbations
 
 INF = math.inf

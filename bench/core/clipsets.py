@@ -14,8 +14,8 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl
 from typing import Callable
+from urllib.parse import parse_qsl
 
 import numpy as np
 

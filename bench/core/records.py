@@ -1,31 +1,92 @@
-"""RunRecords: one JSON document per suite cell, the single source for MLflow and leaderboards."""
+"""RunRecord: one JSON document per scored cell, the single source for MLflow, gates, comparisons and tables.
+
+Written and read here only. The JSON keeps the field order below; older schema versions are upgraded on
+read (`_upgrade`), so records written by earlier releases stay readable.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bench.core.cache import atomic_write_json
 from bench.core.errors import BenchError
 
-SCHEMA = "bench.run-record/1"
+SCHEMA = "bench.run-record/2"
 # Parts of a record that legitimately differ between identical runs (wall-clock measurements).
 NONDETERMINISTIC_FIELDS = ("timing",)
+# Decimals a version-1 record's metrics were shown with (v2 records carry each metric's own).
+_V1_PRECISION = {"text-audio": 4, "caption": 4}
 
 
-def write_record(path: Path, record: dict) -> None:
-    atomic_write_json(path, record)
+@dataclass(frozen=True)
+class RunRecord:
+    schema: str
+    suite: dict  # name, path, hash
+    cell_id: str
+    cell_hash: str
+    cell: dict  # the cell's parameters: generator, label, checkpoint, seed, steps, guidance, sample_rate, ...
+    generation: dict  # what generation produced: versions, checkpoint hash, rates, untrained, generated_dir
+    reference: dict  # the reference set's description and fingerprint
+    metrics: tuple  # one result dict per metric (metric, key, value, ci, protocol, backbone, ...)
+    untrained: bool  # any metric computed with untrained backbone weights
+    git_revision: str | None
+    versions: dict
+    timing: dict
+
+    @property
+    def label(self) -> str:
+        return self.cell["label"]
+
+    @property
+    def generator(self) -> str:
+        return self.cell["generator"]
+
+    @property
+    def generator_untrained(self) -> bool:
+        return bool(self.generation.get("untrained"))
+
+    def result(self, metric_id: str) -> dict | None:
+        """The result of a metric by id (`fad-vggish@audioldm`) or key (`...[untrained]`), if present."""
+        return next((r for r in self.metrics if metric_id in (r["metric"], r["key"])), None)
+
+    def to_dict(self) -> dict:
+        return {f.name: list(self.metrics) if f.name == "metrics" else getattr(self, f.name)
+                for f in fields(self)}
+
+    def comparable(self) -> dict:
+        """The record without its wall-clock fields: equal for identical runs on the same machine."""
+        return {k: v for k, v in self.to_dict().items() if k not in NONDETERMINISTIC_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data, source: str = "record") -> "RunRecord":
+        if not isinstance(data, dict) or data.get("schema") not in _UPGRADES:
+            raise BenchError(f"{source}: not a RunRecord (expected schema {SCHEMA!r})")
+        data = _UPGRADES[data["schema"]](data)
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise BenchError(f"{source}: RunRecord lacks field(s) {', '.join(missing)}")
+        return cls(**{n: tuple(data[n]) if n == "metrics" else data[n] for n in names})
 
 
-def read_record(path: Path) -> dict:
+def _upgrade_v1(data: dict) -> dict:
+    """v1 results lacked unit and precision: v1 showed every metric unitless, 3 decimals (4 for CLAP/captions)."""
+    metrics = [{**r, "unit": r.get("unit", ""), "precision": r.get("precision", _V1_PRECISION.get(r.get("kind"), 3))}
+               for r in data.get("metrics", [])]
+    return {**data, "schema": SCHEMA, "metrics": metrics}
+
+
+_UPGRADES = {"bench.run-record/1": _upgrade_v1, SCHEMA: lambda data: data}
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    atomic_write_json(path, record.to_dict())
+
+
+def read_record(path: Path) -> RunRecord:
     try:
-        record = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise BenchError(f"{path}: not a readable RunRecord JSON file ({exc})") from exc
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise BenchError(f"{path}: not a RunRecord (expected schema {SCHEMA!r})")
-    return record
-
-
-def comparable(record: dict) -> dict:
-    """The record without its wall-clock fields: equal for identical runs on the same machine."""
-    return {k: v for k, v in record.items() if k not in NONDETERMINISTIC_FIELDS}
+    return RunRecord.from_dict(data, str(path))

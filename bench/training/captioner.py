@@ -20,8 +20,13 @@ from tqdm import tqdm
 from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.clipsets import open_training_set
 from bench.core.errors import ConfigError
-from bench.training.resumable import (TrainResult, resume, reuse_finished, save_rolling_checkpoint,
-                                      save_tensors)
+from bench.training.resumable import (
+    TrainResult,
+    resume,
+    reuse_finished,
+    save_rolling_checkpoint,
+    save_tensors,
+)
 from generators.training import derived_generator as _generator
 from generators.training import epoch_batch as _batch
 from metrics.backbones import captioner

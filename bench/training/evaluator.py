@@ -26,8 +26,14 @@ from tqdm import tqdm
 from bench.core.cache import atomic_write_json, default_cache_root, stable_hash
 from bench.core.clipsets import open_training_set
 from bench.core.errors import ConfigError
-from bench.training.resumable import (TrainResult, resume, reuse_finished, save_rolling_checkpoint,
-                                      save_tensors)
+from bench.training.resumable import (
+    TrainResult,
+    resume,
+    reuse_finished,
+    save_rolling_checkpoint,
+    save_tensors,
+)
+
 # Seeded per-purpose generators and epoch-permutation batches: the same scheme as generator training.
 from generators.training import derived_generator as _generator
 from generators.training import epoch_batch as _batch

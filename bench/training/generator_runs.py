@@ -21,8 +21,8 @@ import fnmatch
 from pathlib import Path
 
 from bench.core.cache import default_cache_root
-from bench.core.errors import ConfigError
 from bench.core.config import check_keys
+from bench.core.errors import ConfigError
 
 PREFIX = "training:"
 TABLE_KEYS = {"generator", "data", "steps", "every", "batch_size", "seed", "size", "lr", "config", "threads"}
@@ -87,7 +87,13 @@ def ensure_generator_training(training: dict, base_dir: Path, cache_root: Path |
                               log=print) -> dict[str, str]:
     """Train each run unless the cache has it; {"training:RUN/step-NNNNNN.pt": checkpoint file}."""
     from bench.core.clipsets import open_training_set
-    from generators.training import TrainingData, apply_overrides, get_trainable, run_key, train_generator
+    from generators.training import (
+        TrainingData,
+        apply_overrides,
+        get_trainable,
+        run_key,
+        train_generator,
+    )
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     resolved = {}
