@@ -14,10 +14,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
+from bench.core.config import parse_table
 from bench.core.errors import BenchError, ConfigError
 
 EXECUTORS = ("local", "ray")
-_EXECUTOR_KEYS = {"name", "address", "max_in_flight"}
 
 
 @dataclass(frozen=True)
@@ -113,22 +113,22 @@ class RayExecutor:
             yield result
 
 
-def parse_executor(value, source: str) -> dict:
+@dataclass(frozen=True)
+class ExecutorSpec:
     """A suite's `executor`: "local" | "ray", or a table {name, address, max_in_flight}."""
-    if value is None:
-        return {}
-    table = {"name": value} if isinstance(value, str) else value
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: executor must be \"local\", \"ray\" or a table with name/address")
-    unknown = set(table) - _EXECUTOR_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: [executor]: unknown key {sorted(unknown)[0]!r}; "
-                          f"allowed: {', '.join(sorted(_EXECUTOR_KEYS))}")
-    if table.get("name", "local") not in EXECUTORS:
-        raise ConfigError(f"{source}: executor {table.get('name')!r} is not one of {', '.join(EXECUTORS)}")
-    if "max_in_flight" in table and (not isinstance(table["max_in_flight"], int) or table["max_in_flight"] < 1):
+
+    name: str = "local"
+    address: str | None = None  # a Ray cluster (default: $RAY_ADDRESS, else a local instance)
+    max_in_flight: int | None = None  # tasks at a time (default: twice the cluster's CPUs)
+
+
+def parse_executor(value, source: str) -> ExecutorSpec:
+    spec = parse_table(ExecutorSpec, {"name": value} if isinstance(value, str) else value, source, "executor")
+    if spec.name not in EXECUTORS:
+        raise ConfigError(f"{source}: executor {spec.name!r} is not one of {', '.join(EXECUTORS)}")
+    if spec.max_in_flight is not None and spec.max_in_flight < 1:
         raise ConfigError(f"{source}: [executor] max_in_flight must be a positive integer")
-    return dict(table)
+    return spec
 
 
 def make_executor(name: str | None = None, address: str | None = None, max_in_flight: int | None = None):

@@ -10,7 +10,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,30 +95,29 @@ class RunOutcome:
 
 def _weights_choice(suite: Suite, options: RunOptions, trained: tuple = ()) -> WeightsChoice:
     w = suite.weights
-    local = tuple(sorted((k, str(suite.base_dir / v)) for k, v in w.get("checkpoints", {}).items()))
-    return WeightsChoice(mode=w.get("mode", "pretrained"), seed=int(w.get("seed", 0)), local_files=local,
+    local = tuple(sorted((k, str(suite.base_dir / v)) for k, v in w.checkpoints.items()))
+    return WeightsChoice(mode=w.mode, seed=w.seed, local_files=local,
                          cache_root=options.cache_root, allow_download=options.allow_download, trained=trained)
 
 
 def _score_options(suite: Suite, options: RunOptions, trained: tuple = ()) -> ScoreOptions:
     s = suite.scoring
     return ScoreOptions(weights=_weights_choice(suite, options, trained), cache_root=options.cache_root,
-                        batch_size=int(s.get("batch_size", 32)), workers=int(s.get("workers", 2)),
-                        bootstrap=int(s.get("bootstrap", 200)), bootstrap_seed=int(s.get("bootstrap_seed", 0)),
-                        ci_level=float(s.get("ci_level", 0.95)), progress=options.progress)
+                        batch_size=s.batch_size, workers=s.workers, bootstrap=s.bootstrap,
+                        bootstrap_seed=s.bootstrap_seed, ci_level=s.ci_level, progress=options.progress)
 
 
 def build_prompts(suite: Suite, reference) -> list[Prompt]:
     spec = suite.prompts
-    if "manifest" in spec:
-        source = load_manifest(suite.base_dir / spec["manifest"], require_audio=False)
+    if spec.manifest is not None:
+        source = load_manifest(suite.base_dir / spec.manifest, require_audio=False)
     else:
         source = reference
     missing = [c.origin for c in source.clips if not c.caption]
     if missing:
         raise ConfigError(f"prompts: {len(missing)} entries have no caption (first: {missing[0]}); give every "
                           "clip a caption or set [prompts] manifest = a file with id and caption")
-    clips = source.clips[:int(spec["limit"])] if "limit" in spec else source.clips
+    clips = source.clips[:spec.limit] if spec.limit is not None else source.clips
     return [Prompt(c.id, c.caption, i, c.references) for i, c in enumerate(clips)]
 
 
@@ -213,8 +212,8 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
 def _cell_hash(cell: Cell, suite: Suite, reference, prompts: list[Prompt]) -> str:
     """Everything a cell's record depends on; a record with another hash is recomputed, never reused."""
     return stable_hash({"cell": cell.params(), "metrics": suite.metrics, "reference": reference.fingerprint(),
-                        "prompts": [(p.id, p.text) for p in prompts], "weights": suite.weights,
-                        "scoring": suite.scoring, "schema": SCHEMA,
+                        "prompts": [(p.id, p.text) for p in prompts], "weights": asdict(suite.weights),
+                        "scoring": asdict(suite.scoring), "schema": SCHEMA,
                         **({"evaluators": suite.evaluators} if suite.evaluators else {}),
                         **({"training": suite.training} if suite.training else {})})
 
@@ -310,12 +309,12 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     suite = resolve_trained_cells(suite, ensure_generator_training(suite.training, suite.base_dir,
                                                                    options.cache_root, options.progress, log))
     executor_spec = suite.executor
-    executor = make_executor(options.executor or executor_spec.get("name"),
-                             options.ray_address or executor_spec.get("address"), executor_spec.get("max_in_flight"))
+    executor = make_executor(options.executor or executor_spec.name, options.ray_address or executor_spec.address,
+                             executor_spec.max_in_flight)
     score_options = replace(_score_options(suite, options, trained), executor=executor)
-    tracking_on = options.tracking if options.tracking is not None else suite.tracking.get("enabled", True)
-    uri = options.tracking_uri or suite.tracking.get("uri") or default_tracking_uri(results_dir)
-    experiment = suite.tracking.get("experiment", suite.name)
+    tracking_on = options.tracking if options.tracking is not None else suite.tracking.enabled
+    uri = options.tracking_uri or suite.tracking.uri or default_tracking_uri(results_dir)
+    experiment = suite.tracking.experiment or suite.name
     log(f"suite {suite.name}: {len(suite.cells)} cells x {len(suite.metrics)} metrics, "
         f"{len(prompts)} prompts, reference {reference.name} ({len(reference)} clips) -> {results_dir}"
         + (f", executor {executor.name}" if executor.name != "local" else ""))

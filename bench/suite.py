@@ -13,23 +13,59 @@ from importlib import resources
 from pathlib import Path
 
 from bench.core.cache import stable_hash
-from bench.core.config import check_keys
+from bench.core.config import check_keys, parse_table
 from bench.core.config import where as _where
 from bench.core.errors import ConfigError
+from bench.executors import ExecutorSpec, parse_executor
+from metrics.backbones.base import WeightsChoice
+from metrics.inputs import ScoreOptions
 
 _TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "generation", "generators",
              "metrics", "weights", "scoring", "tracking", "gates", "evaluators", "executor", "training"}
 _GENERATION_KEYS = {"seeds", "duration_s", "sample_rates", "samples_per_prompt", "resampler", "steps",
                     "guidance", "batch_size"}
 _GENERATOR_KEYS = _GENERATION_KEYS | {"name", "checkpoints", "label"}
-_PROMPT_KEYS = {"manifest", "limit"}
-_WEIGHTS_KEYS = {"mode", "seed", "checkpoints"}
-_SCORING_KEYS = {"bootstrap", "bootstrap_seed", "ci_level", "batch_size", "workers"}
-_TRACKING_KEYS = {"enabled", "uri", "experiment"}
 _GATE_KEYS = {"check", "generator"}
 _GATE_RE = re.compile(r"^\s*(?P<metric>[\w.\-]+@[\w.\-]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$")
 
 QUICKSTART = "quickstart"
+
+
+@dataclass(frozen=True)
+class PromptsSpec:
+    """[prompts]: the reference set's captions by default, or a manifest of id + caption."""
+
+    manifest: str | None = None
+    limit: int | None = None  # the first N prompts
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """[weights]: backbone weights for every metric of the suite."""
+
+    mode: str = WeightsChoice.mode  # "pretrained" | "untrained"
+    seed: int = WeightsChoice.seed  # of untrained weights
+    checkpoints: dict = field(default_factory=dict)  # backbone -> local checkpoint file
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """[scoring]: the defaults are the scoring code's own (ScoreOptions)."""
+
+    bootstrap: int = ScoreOptions.bootstrap
+    bootstrap_seed: int = ScoreOptions.bootstrap_seed
+    ci_level: float = ScoreOptions.ci_level
+    batch_size: int = ScoreOptions.batch_size
+    workers: int = ScoreOptions.workers
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """[tracking]: where records are logged (default: a sqlite store in the results directory)."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None  # default: the suite's name
 
 
 @dataclass(frozen=True)
@@ -94,17 +130,17 @@ class Suite:
     description: str
     results_dir: Path
     reference: object  # spec for bench.core.clipsets.open_clip_set
-    prompts: dict
+    prompts: PromptsSpec
     cells: list[Cell]
     metrics: list[str]
-    weights: dict
-    scoring: dict
-    tracking: dict
+    weights: WeightsSpec
+    scoring: ScoringSpec
+    tracking: TrackingSpec
     gates: list[Gate] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
     # Backbones trained before scoring (bench.training.evaluator), e.g. {"mel-inception": {"data": ...}}.
     evaluators: dict = field(default_factory=dict)
-    executor: dict = field(default_factory=dict)  # {name: "local"|"ray", address, max_in_flight}
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     # Generators trained before generation (bench.training.generator_runs), {run: {generator, data, steps, ...}}.
     training: dict = field(default_factory=dict)
 
@@ -163,19 +199,13 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
             raise ConfigError(f"{source}: missing required key {required!r}")
     generation = raw.get("generation", {})
     check_keys(generation, _GENERATION_KEYS, source, "generation")
-    prompts = raw.get("prompts", {})
-    check_keys(prompts, _PROMPT_KEYS, source, "prompts")
-    weights = raw.get("weights", {})
-    check_keys(weights, _WEIGHTS_KEYS, source, "weights")
-    scoring = raw.get("scoring", {})
-    check_keys(scoring, _SCORING_KEYS, source, "scoring")
-    tracking = raw.get("tracking", {})
-    check_keys(tracking, _TRACKING_KEYS, source, "tracking")
+    prompts = parse_table(PromptsSpec, raw.get("prompts"), source, "prompts")
+    weights = parse_table(WeightsSpec, raw.get("weights"), source, "weights")
+    scoring = parse_table(ScoringSpec, raw.get("scoring"), source, "scoring")
+    tracking = parse_table(TrackingSpec, raw.get("tracking"), source, "tracking")
     from bench.training.evaluator import check_suite_table
 
     evaluators = check_suite_table(raw.get("evaluators", {}), source)
-    from bench.executors import parse_executor
-
     executor = parse_executor(raw.get("executor"), source)
     from bench.training.generator_runs import check_training_table
 

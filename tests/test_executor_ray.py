@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 from bench.cli import main  # noqa: E402
 from bench.core.errors import ConfigError  # noqa: E402
 from bench.core.records import read_record  # noqa: E402
-from bench.executors import Job, RayExecutor, make_executor, parse_executor  # noqa: E402
+from bench.executors import ExecutorSpec, Job, RayExecutor, make_executor, parse_executor  # noqa: E402
 
 SUITE = """
 name = "rayed"
@@ -90,7 +90,9 @@ def test_bench_run_on_ray_is_bit_identical_to_local(ray_session, tmp_path, monke
 
 
 def test_executor_config_errors_name_the_field():
-    assert parse_executor("ray", "s.toml") == {"name": "ray"}
+    assert parse_executor("ray", "s.toml") == ExecutorSpec(name="ray")
+    with pytest.raises(ConfigError, match=r"s.toml: \[executor\]: max_in_flight must be int or none, got 'many'"):
+        parse_executor({"name": "ray", "max_in_flight": "many"}, "s.toml")
     with pytest.raises(ConfigError, match="s.toml: executor 'dask'"):
         parse_executor("dask", "s.toml")
     with pytest.raises(ConfigError, match=r"s.toml: \[executor\]: unknown key 'adress'"):

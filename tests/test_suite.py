@@ -24,7 +24,7 @@ def _write(tmp_path, text):
 def test_quickstart_is_valid_and_offline():
     suite = load_suite(None)
     assert suite.name == "quickstart"
-    assert suite.weights["mode"] == "untrained"  # runs with no download
+    assert suite.weights.mode == "untrained"  # runs with no download
     assert {c.generator for c in suite.cells} == {"reference", "noise", "silence", "archisound"}
     # two checkpoints of one generator the suite trains itself (bench.training.generator_runs)
     assert [c.checkpoint for c in suite.cells if c.generator == "archisound"] == [
@@ -110,3 +110,24 @@ def test_gates_parse_and_validate(tmp_path):
 def test_missing_suite_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_suite("/nonexistent/suite.toml")
+
+
+def test_section_values_are_typed_and_defaults_come_from_the_code(tmp_path):
+    from metrics.inputs import ScoreOptions
+
+    path = tmp_path / "s.toml"
+    base = ('metrics = ["fad-vggish@audioldm"]\n[reference]\nbuiltin = "synthetic"\n'
+            '[[generators]]\nname = "noise"\n')
+    path.write_text(base + "[scoring]\nci_level = 1\n")
+    suite = load_suite(path)
+    assert suite.scoring.ci_level == 1.0 and isinstance(suite.scoring.ci_level, float)
+    assert suite.scoring.bootstrap == ScoreOptions().bootstrap and suite.tracking.enabled is True
+    path.write_text(base + '[scoring]\nbootstrap = "many"\n')
+    with pytest.raises(ConfigError, match=r"\[scoring\]: bootstrap must be int, got 'many'"):
+        load_suite(path)
+    path.write_text(base + "[tracking]\nenabled = 1\n")
+    with pytest.raises(ConfigError, match=r"\[tracking\]: enabled must be bool, got 1"):
+        load_suite(path)
+    path.write_text(base + "[weights]\nmdoe = \"untrained\"\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'mdoe' \(did you mean 'mode'\?\)"):
+        load_suite(path)

@@ -177,7 +177,7 @@ def test_suite_evaluator_table_is_validated(tmp_path, table, message):
 def test_quickstart_trains_an_evaluator_and_reports_mel_metrics():
     suite = load_suite(None)
     assert {"fid-mel@diffsound", "kl-mel@diffsound", "fad-vggish@audioldm"} <= set(suite.metrics)
-    assert suite.weights["mode"] == "untrained"  # VGGish stays untrained and labelled so
+    assert suite.weights.mode == "untrained"  # VGGish stays untrained and labelled so
     spec = suite.evaluators["mel-inception"]
     assert spec["config"] == "tiny" and spec["data"]["seed"] != suite.reference["seed"]  # not trained on the reference
     assert any(g.metric == "fid-mel@diffsound" and g.generator == "reference" for g in suite.gates)
