@@ -29,7 +29,8 @@ from bench.executors import Job, LocalExecutor, make_executor
 from bench.scoring import score
 from bench.suite import Cell, Gate, Suite
 from bench.sync import mark_unsynced, track
-from bench.tracking import TrackingError, default_tracking_uri
+from bench.core.mlflow_store import results_store_uri
+from bench.tracking import TrackingError
 from bench.training.evaluator import ensure_evaluators
 from bench.training.generator_runs import (
     ensure_generator_training,
@@ -313,7 +314,7 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
                              executor_spec.max_in_flight)
     score_options = replace(_score_options(suite, options, trained), executor=executor)
     tracking_on = options.tracking if options.tracking is not None else suite.tracking.enabled
-    uri = options.tracking_uri or suite.tracking.uri or default_tracking_uri(results_dir)
+    uri = options.tracking_uri or suite.tracking.uri or results_store_uri(results_dir)
     experiment = suite.tracking.experiment or suite.name
     log(f"suite {suite.name}: {len(suite.cells)} cells x {len(suite.metrics)} metrics, "
         f"{len(prompts)} prompts, reference {reference.name} ({len(reference)} clips) -> {results_dir}"

@@ -258,7 +258,8 @@ def cmd_sanity(args) -> int:
     from bench.cli_args import cache_root, weights_choice
     from bench.core.clipsets import open_clip_set
     from bench.sanity_report import log_report, render_markdown, write_report
-    from bench.tracking import TrackingError, default_tracking_uri
+    from bench.core.mlflow_store import results_store_uri
+    from bench.tracking import TrackingError
     from metrics.perturbations import all_perturbations
 
     names = args.perturbation or sorted(all_perturbations())
@@ -282,7 +283,7 @@ def cmd_sanity(args) -> int:
     print(render_markdown(report))
     code = report["exit_code"]
     if not args.no_tracking:
-        uri = args.tracking_uri or default_tracking_uri(out)
+        uri = args.tracking_uri or results_store_uri(out)
         try:
             run_id = log_report(report, uri, args.experiment, files, out / "mlartifacts")
             print(f"MLflow: run {run_id} in experiment {args.experiment!r} at {uri}")

@@ -7,11 +7,11 @@ say so in words, and the MLflow run is tagged bench.untrained=true.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from pathlib import Path
 
+from bench.core.mlflow_store import experiment_id, open_client
 from bench.core.cache import atomic_write_bytes, atomic_write_json
 from bench.tracking import TrackingError, mlflow_key
 
@@ -138,19 +138,10 @@ def log_report(report: dict, tracking_uri: str, experiment: str, files: dict[str
     the report and plots as artifacts. Returns the run id."""
     try:
         from mlflow.entities import Metric, Param, RunTag
-        from mlflow.tracking import MlflowClient
 
-        # After the import: MLflow sets its own logger to INFO when imported, and announces its
-        # database migrations at INFO on every new store: noise for our users.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        client = MlflowClient(tracking_uri=tracking_uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = (Path(artifact_dir).resolve().as_uri()
-                        if artifact_dir is not None and tracking_uri.startswith("sqlite") else None)
-            exp_id = client.create_experiment(experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        client = open_client(tracking_uri)
+        # Artifacts beside a local store; a server keeps its own artifact location.
+        exp_id = experiment_id(client, experiment, artifact_dir if tracking_uri.startswith("sqlite") else None)
         ref = report["reference"]
         run_id = client.create_run(exp_id, run_name=f"sanity {ref['name']}").info.run_id
         metrics, tags = [], {

@@ -11,15 +11,16 @@ any number of `bench sync` calls leave exactly one MLflow run per record.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.crashpoints import crash_point
 from bench.core.errors import BenchError
+from bench.core.mlflow_store import open_client
 from bench.core.records import RunRecord, read_record
-from bench.tracking import TrackingError, default_tracking_uri, log_record
+from bench.core.mlflow_store import results_store_uri
+from bench.tracking import TrackingError, log_record
 
 DIGEST_TAG = "bench.record_sha256"
 
@@ -50,11 +51,8 @@ def is_synced(record: RunRecord, uri: str, results_dir: Path) -> bool:
 def log_once(record: RunRecord, uri: str, experiment: str, artifact_dir: Path | None) -> str:
     """The id of the one finished MLflow run of this record, logging it only if there is none."""
     digest = stable_hash(record.to_dict())
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is not None:
             runs = client.search_runs([exp.experiment_id], f"tags.`{DIGEST_TAG}` = '{digest}'")
@@ -121,7 +119,7 @@ def sync_results(results_dir: Path, uri: str | None = None, experiment: str | No
     for path in paths:
         record = read_record(path)
         side = _read_sidecar(sidecar_path(results_dir, record.cell_id))
-        target = uri or side.get("uri") or summary.get("tracking_uri") or default_tracking_uri(results_dir)
+        target = uri or side.get("uri") or summary.get("tracking_uri") or results_store_uri(results_dir)
         exp = experiment or side.get("experiment") or record.suite["name"]
         if is_synced(record, target, results_dir):
             outcome.already.append(record.cell_id)

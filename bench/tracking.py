@@ -7,10 +7,10 @@ the exact ids travel as tags and inside record.json.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.mlflow_store import experiment_id, open_client
 from bench.core.records import RunRecord
 
 
@@ -20,10 +20,6 @@ class TrackingError(BenchError):
 
 def mlflow_key(metric_key: str) -> str:
     return metric_key.replace("@", ".").replace("[untrained]", ".untrained")
-
-
-def default_tracking_uri(results_dir: Path) -> str:
-    return f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
 
 
 def _params(record: RunRecord) -> dict[str, str]:
@@ -69,19 +65,11 @@ def _tags(record: RunRecord) -> dict[str, str]:
 def log_record(record: RunRecord, tracking_uri: str, experiment: str, artifact_dir: Path | None = None,
                extra_tags: dict[str, str] | None = None) -> str:
     """Create one MLflow run for a cell's record; return its run id."""
-    # MLflow announces its database migrations at INFO level on every new store: noise for our users.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         from mlflow.entities import Metric, Param, RunTag
-        from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=tracking_uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
-            exp_id = client.create_experiment(experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        client = open_client(tracking_uri)
+        exp_id = experiment_id(client, experiment, artifact_dir)
         # Identity tags go on at creation, so a run cut off before its data is logged is still findable.
         run = client.create_run(exp_id, run_name=record.cell_id, tags=extra_tags or None)
         run_id = run.info.run_id

@@ -13,11 +13,8 @@ import re
 from pathlib import Path
 
 from bench.core.records import RunRecord
+from leaderboards.markdown import escape_cell
 from leaderboards.table import ARROWS, fmt_number, metric_display, metric_identity
-
-
-def _escape(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _cell_key(record: RunRecord) -> tuple:
@@ -37,7 +34,7 @@ def _gates(gates) -> list[str]:
         value = "missing" if g.value is None else f"{g.value:.4g}"
         mark = " (untrained)" if g.untrained else ""
         status = "✅ PASS" if g.passed else "❌ FAIL"
-        lines.append(f"| {status} | `{_escape(g.gate.text)}` | {_escape(g.label)} | {value}{mark} |")
+        lines.append(f"| {status} | `{escape_cell(g.gate.text)}` | {escape_cell(g.label)} | {value}{mark} |")
     return lines
 
 
@@ -50,7 +47,7 @@ def _verdict(delta: float, direction: str | None, precision: int) -> str:
 
 
 def _deltas(records: list[RunRecord], baseline: list[RunRecord], source: str) -> list[str]:
-    lines = [f"### Deltas vs baseline `{_escape(source)}`", ""]
+    lines = [f"### Deltas vs baseline `{escape_cell(source)}`", ""]
     base_refs = {r.reference["fingerprint"] for r in baseline}
     if records and records[0].reference["fingerprint"] not in base_refs:
         lines += ["⚠️ The baseline was scored against a different reference set: deltas compare "
@@ -65,7 +62,7 @@ def _deltas(records: list[RunRecord], baseline: list[RunRecord], source: str) ->
         base_results = {r["key"]: r for r in base.metrics}
         for result in record.metrics:
             arrow = ARROWS.get(result.get("direction"), "")
-            name = f"{_escape(_cell_name(record))} | {_escape(result['key'])} {arrow}"
+            name = f"{escape_cell(_cell_name(record))} | {escape_cell(result['key'])} {arrow}"
             old = base_results.get(result["key"])
             if old is None:
                 rows.append(f"| {name} | – | – | – | not in baseline |")
@@ -87,9 +84,9 @@ def _deltas(records: list[RunRecord], baseline: list[RunRecord], source: str) ->
     current = {_cell_key(r) for r in records}
     gone = [_cell_name(r) for r in baseline if _cell_key(r) not in current]
     if unmatched:
-        lines += ["", f"New cells (not in the baseline): {', '.join(_escape(u) for u in unmatched)}."]
+        lines += ["", f"New cells (not in the baseline): {', '.join(escape_cell(u) for u in unmatched)}."]
     if gone:
-        lines += ["", f"Baseline cells not in this run: {', '.join(_escape(g) for g in gone)}."]
+        lines += ["", f"Baseline cells not in this run: {', '.join(escape_cell(g) for g in gone)}."]
     return lines
 
 
@@ -103,7 +100,7 @@ def render(suite: str, outcome, baseline: list[RunRecord] | None = None, baselin
     else:
         verdict = f"✅ passed ({len(outcome.gates)} gate checks)" if outcome.gates else "✅ done (no gates)"
     n_metrics = len({r["key"] for rec in outcome.records for r in rec.metrics})
-    lines = [f"## bench run `{_escape(suite)}`: {verdict}", "",
+    lines = [f"## bench run `{escape_cell(suite)}`: {verdict}", "",
              f"{len(outcome.records)} cells, {n_metrics} metrics, exit code {outcome.exit_code}. "
              f"Records: `{outcome.results_dir / 'records'}`."]
     if any(rec.untrained for rec in outcome.records):
@@ -115,7 +112,7 @@ def render(suite: str, outcome, baseline: list[RunRecord] | None = None, baselin
         lines += [""] + _deltas(outcome.records, baseline, baseline_source)
     problems = [f"cell failed: {e}" for e in outcome.errors] + [f"tracking: {e}" for e in outcome.tracking_errors]
     if problems:
-        lines += ["", "### Errors", ""] + [f"- {_escape(p)}" for p in problems]
+        lines += ["", "### Errors", ""] + [f"- {escape_cell(p)}" for p in problems]
     return "\n".join(lines) + "\n"
 
 

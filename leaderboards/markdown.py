@@ -10,7 +10,8 @@ from bench.core.records import RunRecord
 from leaderboards.table import Column, Row, Table, build_table, field_text, fmt_number
 
 
-def _escape(text) -> str:
+def escape_cell(text) -> str:
+    """Text safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -38,10 +39,10 @@ def _grid(table: Table, rows: list[Row]) -> list[str]:
     columns = [c for c in table.columns if c.key != table.section_field or c.kind != "field"]
     header = [_header(c) for c in columns] + (["n"] if table.aggregated else [])
     align = [":--" if c.kind == "field" else "--:" for c in columns] + (["--:"] if table.aggregated else [])
-    lines = ["| " + " | ".join(_escape(h) for h in header) + " |", "|" + "|".join(align) + "|"]
+    lines = ["| " + " | ".join(escape_cell(h) for h in header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         cells = [_cell(c, row) for c in columns] + ([str(row.n)] if table.aggregated else [])
-        lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(escape_cell(c) for c in cells) + " |")
     return lines
 
 
@@ -51,7 +52,7 @@ def render_table(table: Table) -> str:
         return "\n".join(lines + ["_No results._"]) + "\n"
     if table.section_field:
         for section in table.sections:
-            lines += [f"## {_escape(section)}", ""]
+            lines += [f"## {escape_cell(section)}", ""]
             lines += _grid(table, [r for r in table.rows if r.section == section]) + [""]
     else:
         lines += _grid(table, table.rows) + [""]
@@ -83,7 +84,7 @@ def _notes(table: Table) -> list[str]:
     checkpoints = [c for c in table.checkpoints if c["checkpoint"]]
     for c in checkpoints:
         sha = f" sha256 `{c['sha256'][:16]}…`" if c["sha256"] else ""
-        notes.append(f"- {_escape(c['label'])}: checkpoint `{c['checkpoint']}`{sha}")
+        notes.append(f"- {escape_cell(c['label'])}: checkpoint `{c['checkpoint']}`{sha}")
     for col in table.metric_columns:
         p, b = col.provenance, col.provenance["backbone_card"]
         weights = (f"**UNTRAINED** {b.get('backbone')} (seeded random weights, seed {b.get('seed')}): "

@@ -6,12 +6,12 @@ rerun) counts once: its latest run wins, so a table never shows the same cell tw
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.mlflow_store import open_client, results_store_uri
 from bench.core.records import RunRecord, read_record
 
 
@@ -30,25 +30,22 @@ def load_records(path: str | Path) -> list[RunRecord]:
     return [read_record(p) for p in files]
 
 
-def default_tracking_uri(experiment: str) -> str:
+def default_experiment_uri(experiment: str) -> str:
     """$MLFLOW_TRACKING_URI, else the sqlite store `bench run` writes for a suite of that name."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{(Path('bench-results') / experiment / 'mlflow.db').resolve()}"
+    return results_store_uri(Path("bench-results") / experiment)
 
 
 def load_mlflow_records(experiment: str, tracking_uri: str | None = None) -> list[RunRecord]:
     """The latest record of every cell logged to an MLflow experiment, in the order cells first ran."""
-    uri = tracking_uri or default_tracking_uri(experiment)
+    uri = tracking_uri or default_experiment_uri(experiment)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise BenchError(f"MLflow store {uri} does not exist; give --tracking-uri (or --records DIR)")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per record is noise
-    from mlflow.tracking import MlflowClient
-
     try:
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = sorted(e.name for e in client.search_experiments())

@@ -13,7 +13,7 @@ from bench.core.clipsets import load_directory, synthetic_dataset
 from bench.sanity import analyse_curve, expectation, perturbed_set, plan_levels, run_sanity
 from bench.sanity_report import log_report, write_report
 from metrics.inputs import ScoreOptions
-from bench.tracking import default_tracking_uri
+from bench.core.mlflow_store import results_store_uri
 from metrics.backbones.base import WeightsChoice
 from metrics.perturbations import PERTURBATIONS, get_perturbation, perturbation
 from metrics.registry import get_metric
@@ -127,7 +127,7 @@ def run(tmp_path_factory):
     report = run_sanity(AUDIO, [AUDIOLDM, GOOGLE], PLAN, options, seed=0, require=[(AUDIOLDM, p) for p in PLAN],
                         log=lambda *a: None)
     files = write_report(report, root / "out")
-    uri = default_tracking_uri(root / "out")
+    uri = results_store_uri(root / "out")
     run_id = log_report(report, uri, "sanity", files, root / "out" / "mlartifacts")
     return {"report": report, "root": root, "uri": uri, "run_id": run_id}
 

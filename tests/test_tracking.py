@@ -20,7 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.core.records import SCHEMA, RunRecord
-from bench.tracking import TrackingError, default_tracking_uri, log_record, mlflow_key
+from bench.core.mlflow_store import results_store_uri
+from bench.tracking import TrackingError, log_record, mlflow_key
 
 UNTRAINED_KEY = "fad-vggish@audioldm[untrained]"
 PRETRAINED_KEY = "fad-vggish@google"
@@ -173,7 +174,7 @@ def test_mlflow_keys_are_distinct_and_mlflow_valid():
 
 
 def test_default_tracking_uri(tmp_path):
-    assert default_tracking_uri(tmp_path) == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert results_store_uri(tmp_path) == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
 
 
 # ------------------------------------------------------------------------------ sqlite store
