@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
 
 def cmd_score(args) -> int:
     from bench.core.cache import atomic_write_json, stable_hash
-    from bench.core.clipsets import open_clip_set
+    from bench.core.clip_sources import open_clip_set
     from bench.scoring import score
     from metrics.inputs import ScoreOptions
 

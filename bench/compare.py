@@ -29,7 +29,8 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from bench.cli_args import add_weights_arguments
-from bench.core.clipsets import ClipSet, open_clip_set
+from bench.core.clipsets import ClipSet
+from bench.core.clip_sources import open_clip_set
 from bench.core.errors import BenchError, ConfigError
 from bench.core.records import SCHEMA as RUN_RECORD_SCHEMA
 from bench.core.records import RunRecord

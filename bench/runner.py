@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from bench.core.audio import write_audio
 from bench.core.cache import ArrayCache, default_cache_root, stable_hash
-from bench.core.clipsets import load_manifest, open_clip_set
+from bench.core.clipsets import load_manifest
+from bench.core.clip_sources import open_clip_set
 from bench.core.crashpoints import crash_point
 from bench.core.errors import BenchError, ConfigError
 from bench.core.records import SCHEMA, RunRecord, read_record, write_record

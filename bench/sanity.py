@@ -256,7 +256,7 @@ def add_parser(sub) -> None:
 
 def cmd_sanity(args) -> int:
     from bench.cli_args import cache_root, weights_choice
-    from bench.core.clipsets import open_clip_set
+    from bench.core.clip_sources import open_clip_set
     from bench.sanity_report import log_report, render_markdown, write_report
     from bench.core.mlflow_store import results_store_uri
     from bench.tracking import TrackingError

@@ -96,7 +96,7 @@ def add_parser(sub) -> None:
 
 def _cmd(args) -> int:
     from bench.cli_args import cache_root, weights_choice
-    from bench.core.clipsets import open_clip_set
+    from bench.core.clip_sources import open_clip_set
     from metrics.inputs import ScoreOptions
 
     out = Path(args.out)

@@ -129,7 +129,7 @@ class Suite:
     base_dir: Path
     description: str
     results_dir: Path
-    reference: object  # spec for bench.core.clipsets.open_clip_set
+    reference: object  # spec for bench.core.clip_sources.open_clip_set
     prompts: PromptsSpec
     cells: list[Cell]
     metrics: list[str]

@@ -325,7 +325,7 @@ def train_generator(name: str, data, out_dir: Path, settings: TrainSettings, siz
 
 
 def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, log) -> TrainOutcome:
-    from bench.core.clipsets import open_training_set
+    from bench.core.clip_sources import open_training_set
 
     trainable = get_trainable(name)
     config = apply_overrides(trainable.default_config(size), overrides, name)

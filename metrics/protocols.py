@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.core.audio import pad_to_min_length, peak, to_mono
 from bench.core.resample import resample, resampler_info
-from metrics.backbones import vggish_frontend as vf
+from metrics.backbones import vggish as vf
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from bench.core.clipsets import open_clip_set
+from bench.core.clip_sources import open_clip_set
 
 TINY_SET = {"builtin": "synthetic", "n_clips": 8, "duration_s": 1.0, "seed": 3}
 

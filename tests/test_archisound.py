@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.training import TrainSettings, read_checkpoint, save_checkpoint, train_generator

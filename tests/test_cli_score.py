@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from tests.conftest import write_clips
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench.cli import main
 from bench.compare import PromptDraws, comparability_problems, repeat_clips, verdict
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from metrics.inputs import SetEmbeddings, pair_by_id
 from tests.conftest import write_clips
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bench.core import weights
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.dac_codec import DAC_44KHZ, TINY_CONFIG, load_codec, random_codec

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.core.clipsets import (SYNTHETIC_CLASSES, ClipRef, load_directory, load_manifest, open_clip_set,
-                            synthetic_dataset)
+from bench.core.clipsets import ClipRef, load_directory, load_manifest
+from bench.core.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
+from bench.core.clip_sources import open_clip_set
 from bench.core.errors import AudioError, ConfigError, ManifestError
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.diffsound_diffusion import MaskUniformSchedule

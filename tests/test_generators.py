@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator, sample_seed
 

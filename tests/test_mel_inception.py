@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.core import weights
-from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.clipsets import load_directory
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError
 from metrics.inputs import ScoreOptions, SetEmbeddings
 from bench.scoring import score

@@ -21,7 +21,8 @@ from torch import nn
 
 from bench.core import weights
 from bench.cli import main
-from bench.core.clipsets import ClipRef, ClipSet, synthetic_dataset
+from bench.core.clipsets import ClipRef, ClipSet
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import AudioError, BenchError, CheckpointError
 from bench.core.resample import resample
 from metrics.inputs import ScoreOptions

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.clipsets import load_directory
+from bench.core.synthetic import synthetic_dataset
 from bench.sanity import analyse_curve, expectation, perturbed_set, plan_levels, run_sanity
 from bench.sanity_report import log_report, write_report
 from metrics.inputs import ScoreOptions

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bench.core import weights
-from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.clipsets import load_directory
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import AudioError, CheckpointError
 from metrics.inputs import ScoreOptions
 from bench.scoring import score

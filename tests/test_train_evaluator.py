@@ -8,7 +8,8 @@ import torch
 
 from bench.training import evaluator as te
 from bench.cli import main
-from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.clipsets import load_directory
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import ConfigError
 from bench.suite import load_suite
 from metrics.backbones import mel_inception as mi

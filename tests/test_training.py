@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
 from generators.training import (TrainingData, TrainSettings, derived_generator, get_trainable,
                                  load_generator_checkpoint, load_model_state, read_checkpoint, train_generator)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.core.errors import CheckpointError
-from metrics.backbones import vggish_frontend as fe
+from metrics.backbones import vggish as fe
 from metrics.backbones.vggish import EXPECTED_SHAPES, build_vggish, embed, load_state_dict_file
 
 # torchvggish's vggish-10086976.pth, written out by hand.

@@ -16,7 +16,7 @@ import pytest
 
 from bench import cli
 from bench.core import weights
-import metrics.backbones.vggish_backbone  # noqa: F401  (registers the vggish card)
+import metrics.backbones.vggish  # noqa: F401  (registers the vggish card)
 from bench.core.errors import CheckpointError, ConfigError
 from bench.core.weights import WeightsCard
 

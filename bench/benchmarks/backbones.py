@@ -36,7 +36,8 @@ import torch
 
 from bench.benchmarks.stand_in_tokenizer import write_roberta_tokenizer
 from bench.core.audio import write_audio
-from bench.core.clipsets import load_manifest, synthetic_dataset
+from bench.core.clipsets import load_manifest
+from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import BenchError
 from bench.scoring import embed_set, score
 from metrics.backbones.base import BACKBONES, WeightsChoice, load_backbone

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from bench.core.audio import write_audio
-from bench.core.clipsets import load_directory, synthetic_dataset
+from bench.core.clipsets import load_directory
+from bench.core.synthetic import synthetic_dataset
 from bench.scoring import embed_set, score
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.inputs import ScoreOptions

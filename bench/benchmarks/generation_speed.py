@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 
 # the reference generators' measurement tables: waveform / codec-latent diffusion (ArchiSound, DiscoDiff, DAC) and

@@ -41,7 +41,8 @@ import torch
 
 from bench.benchmarks.backbones import reset_peak_rss, status_mib, write_set
 from bench.core.audio import write_audio
-from bench.core.clipsets import load_directory, load_manifest, synthetic_dataset
+from bench.core.clipsets import load_directory, load_manifest
+from bench.core.synthetic import synthetic_dataset
 from bench.scoring import score
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.inputs import ScoreOptions

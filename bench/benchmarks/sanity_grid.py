@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.core.clipsets import synthetic_dataset
+from bench.core.synthetic import synthetic_dataset
 from bench.sanity import plan_levels, run_sanity
 from bench.sanity_report import render_markdown, write_report
 from metrics.backbones.base import WeightsChoice

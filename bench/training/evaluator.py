@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.core.cache import atomic_write_json, default_cache_root, stable_hash
-from bench.core.clipsets import open_training_set
+from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
 from bench.training.resumable import (
     TrainResult,

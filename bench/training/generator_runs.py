@@ -86,7 +86,7 @@ def run_dir(cache_root: Path, run: str, key: str) -> Path:
 def ensure_generator_training(training: dict, base_dir: Path, cache_root: Path | None, progress: bool = True,
                               log=print) -> dict[str, str]:
     """Train each run unless the cache has it; {"training:RUN/step-NNNNNN.pt": checkpoint file}."""
-    from bench.core.clipsets import open_training_set
+    from bench.core.clip_sources import open_training_set
     from generators.training import (
         TrainingData,
         apply_overrides,

@@ -77,7 +77,7 @@ class Backbone:
 
 BackboneBuilder = Callable[[WeightsChoice], Backbone]
 # name -> builder; plugins: entry-point group "bench.backbones".
-BACKBONES = Registry("backbone", ("metrics.backbones.vggish_backbone", "metrics.backbones.panns",
+BACKBONES = Registry("backbone", ("metrics.backbones.vggish", "metrics.backbones.panns",
                                   "metrics.backbones.passt", "metrics.backbones.clap",
                                   "metrics.backbones.mel_inception", "metrics.backbones.captioner_whisper",
                                   "metrics.backbones.captioner_small"), "bench.backbones")
