@@ -134,7 +134,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from generators.training import TrainSettings, parse_overrides, train_generator
+    from bench.training.generator import TrainSettings, parse_overrides, train_generator
 
     settings = TrainSettings(steps=args.steps, seed=args.seed, every=args.every, batch_size=args.batch_size,
                              lr=args.lr, threads=args.threads)

@@ -28,7 +28,7 @@ from bench.core.errors import ConfigError
 from generators.archisound_unet import ArchisoundNet
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate, check_request,
                              register_generator, sample_rng, sample_seed)
-from generators.training import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
+from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 
 VERSION = "1"
 MAX_STEPS = 1000

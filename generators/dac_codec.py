@@ -249,7 +249,7 @@ def random_codec(config: dict, seed: int) -> DACCodec:
 
 def load_codec_file(path: str | Path, source: str) -> DACCodec:
     """A DAC release checkpoint ({"state_dict", "metadata": {"kwargs"}}) loaded without unpickling code."""
-    from generators.training import load_model_state
+    from generators.trainable import load_model_state
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -30,7 +30,7 @@ from generators.diffsound_diffusion import MaskUniformSchedule, steps_for_stride
 from generators.mel_audio import (MelSpec, MelVocoder, check_vocoder, grid_positions, mel_to_wave, pad_frames,
                                   stft_loss)
 from generators.text_encoders import build_text_encoder, sinusoid
-from generators.training import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
+from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 
 NAME = "diffsound"
 

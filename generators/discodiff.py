@@ -35,7 +35,7 @@ from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext
 from generators.dac_codec import TINY_CONFIG, DACCodec, load_codec, random_codec
 from generators.dac_resynthesis import ReferenceAudio
 from generators.text_encoders import build_text_encoder, mean_pool
-from generators.training import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
+from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 
 VERSION = "1"
 MAX_STEPS = 1000

@@ -27,7 +27,7 @@ from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext
 from generators.mel_audio import (MelSpec, MelVocoder, check_vocoder, grid_positions, mel_to_wave, pad_frames,
                                   stft_loss)
 from generators.text_encoders import build_text_encoder, sinusoid
-from generators.training import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
+from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 
 NAME = "srcgaudio"
 # the paper's (n_fft, hop, n_mels) per rate, Section III-A

@@ -7,7 +7,8 @@ import torch
 from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
-from generators.training import TrainSettings, read_checkpoint, save_checkpoint, train_generator
+from bench.training.generator import TrainSettings, train_generator
+from generators.trainable import read_checkpoint, save_checkpoint
 from tests.generator_helpers import by_key, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 PROMPTS = (Prompt("synthetic-0000", "a pure sine tone", 0), Prompt("synthetic-0001", "a noise burst", 1),

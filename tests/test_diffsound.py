@@ -7,7 +7,7 @@ from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.diffsound_diffusion import MaskUniformSchedule
-from generators.training import TrainingBatch, get_trainable
+from generators.trainable import TrainingBatch, get_trainable
 from tests.generator_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 PROMPTS = (Prompt("a", "a dog barks", 0), Prompt("b", "rain on a roof", 1), Prompt("c", "a sine tone", 2))
@@ -58,7 +58,7 @@ def test_q_sample_matches_cumulative_distribution():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A diffsound checkpoint written by the generic trainer (2 steps: enough to test loading)."""
-    from generators.training import TrainSettings, train_generator
+    from bench.training.generator import TrainSettings, train_generator
 
     out = tmp_path_factory.mktemp("diffsound")  # train_generator runs on 1 thread (its default)
     data = synthetic_dataset(4, 16000, 1.0, seed=0)

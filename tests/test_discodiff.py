@@ -8,8 +8,8 @@ from bench.core.errors import CheckpointError, ConfigError
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from generators.dac_codec import TINY_CONFIG, random_codec
 from generators.discodiff import DiscoDiffTrainable
-from generators.training import (TrainingBatch, TrainSettings, read_checkpoint, save_checkpoint,
-                                 train_generator)
+from generators.trainable import TrainingBatch, read_checkpoint, save_checkpoint
+from bench.training.generator import TrainSettings, train_generator
 from tests.generator_helpers import by_key, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 PROMPTS = (Prompt("synthetic-0000", "a pure sine tone", 0), Prompt("synthetic-0001", "a noise burst", 1))

@@ -15,7 +15,7 @@ RATES = (16000, 24000, 32000, 48000)
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
-    from generators.training import TrainSettings, train_generator
+    from bench.training.generator import TrainSettings, train_generator
 
     out = tmp_path_factory.mktemp("srcgaudio")
     data = synthetic_dataset(4, 48000, 1.0, seed=0)

@@ -75,18 +75,18 @@ def test_same_seed_same_bytes_other_seed_other_weights(reference_run, data, tmp_
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(reference_run, data, tmp_path, fast, monkeypatch):
-    real_batch = te._batch
+    real_batch = te.epoch_batch
 
     def dies_at_step_5(step, *args):
         if step == 5:
             raise KeyboardInterrupt
         return real_batch(step, *args)
 
-    monkeypatch.setattr(te, "_batch", dies_at_step_5)
+    monkeypatch.setattr(te, "epoch_batch", dies_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         te.train(data, tmp_path / "r", SPEC, checkpoint_every=2, progress=False, log=_quiet)
     assert [p.name for p in (tmp_path / "r" / "checkpoints").glob("*.pt")] == ["step-000004.pt"]
-    monkeypatch.setattr(te, "_batch", real_batch)
+    monkeypatch.setattr(te, "epoch_batch", real_batch)
     logs = []
     resumed = te.train(data, tmp_path / "r", SPEC, checkpoint_every=2, progress=False, log=logs.append)
     assert any("resuming" in line and "step 4" in line for line in logs)

@@ -1,4 +1,4 @@
-"""`bench train` / generators.training: determinism, bit-identical resume, checkpoint errors, loss falls,
+"""`bench train` / generators.trainable: determinism, bit-identical resume, checkpoint errors, loss falls,
 and suites that train a generator themselves ([training] + training:RUN/... checkpoints)."""
 import json
 from pathlib import Path
@@ -8,8 +8,9 @@ import torch
 
 from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import CheckpointError, ConfigError
-from generators.training import (TrainingData, TrainSettings, derived_generator, get_trainable,
-                                 load_generator_checkpoint, load_model_state, read_checkpoint, train_generator)
+from bench.training.generator import TrainingData, TrainSettings, train_generator
+from bench.core.seeding import derived_generator
+from generators.trainable import get_trainable, load_generator_checkpoint, load_model_state, read_checkpoint
 
 # A very small archisound: the training machinery is generic, the model only has to be real and fast.
 TINY = {"widths": [8, 16], "transform_width": 8, "emb_dim": 16, "text_dim": 16, "heads": 2, "duration_s": 0.25,

@@ -76,7 +76,7 @@ def load_generator(name: str, checkpoint: str | None, timesteps: int | None, con
         raise SystemExit("--timesteps rebuilds the untrained tiny diffsound with T steps; it takes no "
                          "--checkpoint and no other generator")
     from generators.diffsound import DiffsoundGenerator
-    from generators.training import get_trainable
+    from generators.trainable import get_trainable
 
     trainable = get_trainable("diffsound")
     config = {**trainable.default_config("tiny"), "timesteps": timesteps}

@@ -27,8 +27,8 @@ from bench.training.resumable import (
     save_rolling_checkpoint,
     save_tensors,
 )
-from generators.training import derived_generator as _generator
-from generators.training import epoch_batch as _batch
+from bench.core.seeding import derived_generator, epoch_batch
+from bench.training.loop import pinned_threads, run_steps
 from metrics.backbones import captioner
 
 TRAINER_VERSION = 1
@@ -85,14 +85,8 @@ def _mels(clipset, workers: int, progress: bool) -> np.ndarray:
 
 def train_captioner(data, out_dir: Path, spec: CaptionTrainSpec, base_dir: Path | None = None,
                     checkpoint_every: int = 100, progress: bool = True, log=print, workers: int = 2) -> TrainResult:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
+    with pinned_threads(spec.threads):
         return _train(data, Path(out_dir), spec, base_dir, checkpoint_every, progress, log, workers)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, workers) -> TrainResult:
@@ -129,7 +123,7 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
 
     model = cs.SmallCaptioner(cs.CONFIGS[spec.config], len(vocab))
     with torch.no_grad():  # seeded init from our own generator, never the global RNG
-        g = _generator(spec.seed, "init")
+        g = derived_generator(spec.seed, "init")
         for name, p in sorted(model.named_parameters()):
             fan_in = p.shape[1] if p.dim() > 1 else p.shape[0]
             p.copy_(torch.empty_like(p).uniform_(-1, 1, generator=g) / fan_in ** 0.5)
@@ -138,25 +132,18 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
     start = resume(ckpt_dir, run_hash, model, optimizer,
                    lambda f: torch.load(f, map_location="cpu", weights_only=True), log)
 
-    model.train()
-    bar = tqdm(total=spec.steps, initial=start, unit="step", disable=not progress, desc="train-captioner")
-    history, loss_value = [], float("nan")
-    for step in range(start, spec.steps):
-        idx = torch.from_numpy(_batch(step, spec.batch_size, len(pairs), spec.seed))
-        seq = tokens[idx]
+    def step_loss(step: int) -> torch.Tensor:
+        seq = tokens[idx := torch.from_numpy(epoch_batch(step, spec.batch_size, len(pairs), spec.seed))]
         logits = model(x[clip_of[idx]], seq[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), seq[:, 1:].reshape(-1), ignore_index=cs.PAD)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss_value = loss.detach().item()
-        history.append(loss_value)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        done = step + 1
-        if done % checkpoint_every == 0 and done < spec.steps:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), seq[:, 1:].reshape(-1), ignore_index=cs.PAD)
+
+    def save(done: int) -> None:
+        if done < spec.steps:  # the final weights go to CHECKPOINT_NAME below
             save_rolling_checkpoint(ckpt_dir, done, run_hash, model, optimizer)
-    bar.close()
+
+    history = run_steps(model, optimizer, start, spec.steps, step_loss, every=checkpoint_every, checkpoint=save,
+                        desc="train-captioner", progress=progress)
+    loss_value = history[-1] if history else float("nan")
 
     model.eval()
     rows = np.concatenate([captioner.pack(model.greedy(x[s:s + 32])) for s in range(0, len(x), 32)])

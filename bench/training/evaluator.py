@@ -34,9 +34,8 @@ from bench.training.resumable import (
     save_tensors,
 )
 
-# Seeded per-purpose generators and epoch-permutation batches: the same scheme as generator training.
-from generators.training import derived_generator as _generator
-from generators.training import epoch_batch as _batch
+from bench.core.seeding import derived_generator, epoch_batch
+from bench.training.loop import pinned_threads, run_steps
 
 TRAINER_VERSION = 1
 TRAINABLE = ("mel-inception",)
@@ -110,7 +109,7 @@ def split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarra
     train, val = [], []
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
-        order = members[torch.randperm(len(members), generator=_generator(seed, "split", int(k))).numpy()]
+        order = members[torch.randperm(len(members), generator=derived_generator(seed, "split", int(k))).numpy()]
         n_val = 0 if val_fraction == 0 else min(len(members) - 1, max(1, round(val_fraction * len(members))))
         val.extend(order[:n_val])
         train.extend(order[n_val:])
@@ -161,14 +160,8 @@ def _accuracy(model, x, y, batch_size: int = 32) -> float | None:
 def train(data, out_dir: Path, spec: TrainSpec, base_dir: Path | None = None, checkpoint_every: int = 50,
           progress: bool = True, log=print, workers: int = 2) -> TrainResult:
     """Train (or resume, or reuse) the evaluator in `out_dir`; returns its final checkpoint."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
+    with pinned_threads(spec.threads):
         return _train(data, Path(out_dir), spec, base_dir, checkpoint_every, progress, log, workers)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, progress, log, workers) -> TrainResult:
@@ -198,40 +191,37 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
     y = torch.from_numpy(labels)
     x_train, y_train = x[train_idx], y[train_idx]
 
-    model = mi.seeded_init_(mi.empty_model(config, len(classes)), _generator(spec.seed, "init"))
+    model = mi.seeded_init_(mi.empty_model(config, len(classes)), derived_generator(spec.seed, "init"))
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     ckpt_dir = out_dir / "checkpoints"
     start = resume(ckpt_dir, run_hash, model, optimizer, lambda f: mi.read_checkpoint(f, "training checkpoint"), log)
 
-    model.train()
-    bar = tqdm(total=spec.steps, initial=start, unit="step", disable=not progress, desc="train-evaluator")
-    log_every = max(1, spec.steps // 10)
-    running, history, loss_value = [], [], float("nan")
-    for step in range(start, spec.steps):
-        idx = torch.from_numpy(_batch(step, spec.batch_size, len(train_idx), spec.seed))
+    def step_loss(step: int) -> torch.Tensor:
+        idx = torch.from_numpy(epoch_batch(step, spec.batch_size, len(train_idx), spec.seed))
         feats = model.features(x_train[idx])
         if config.dropout > 0:  # dropout from this step's own generator (nn.Dropout draws from the global RNG)
-            keep = torch.rand(feats.shape, generator=_generator(spec.seed, "dropout", step)) >= config.dropout
+            keep = torch.rand(feats.shape, generator=derived_generator(spec.seed, "dropout", step)) >= config.dropout
             feats = feats * keep / (1.0 - config.dropout)
-        loss = F.cross_entropy(model.fc(feats), y_train[idx])
-        for group in optimizer.param_groups:
-            group["lr"] = spec.lr * (0.5 * (1 + math.cos(math.pi * step / spec.steps)) if spec.schedule == "cosine"
-                                     else 1.0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss_value = loss.detach().item()
-        running.append(loss_value)
-        history.append(loss_value)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        done = step + 1
+        return F.cross_entropy(model.fc(feats), y_train[idx])
+
+    def lr_at(step: int) -> float:
+        return spec.lr * (0.5 * (1 + math.cos(math.pi * step / spec.steps)) if spec.schedule == "cosine" else 1.0)
+
+    log_every, running = max(1, spec.steps // 10), []
+
+    def report(done: int, loss: float) -> None:
+        running.append(loss)
         if done % log_every == 0 or done == spec.steps:
-            (bar.write if progress else log)(f"step {done}/{spec.steps}  loss {np.mean(running):.4f}")
-            running = []
-        if done % checkpoint_every == 0 and done < spec.steps:
+            (tqdm.write if progress else log)(f"step {done}/{spec.steps}  loss {np.mean(running):.4f}")
+            running.clear()
+
+    def save(done: int) -> None:
+        if done < spec.steps:  # the final weights go to CHECKPOINT_NAME below
             save_rolling_checkpoint(ckpt_dir, done, run_hash, model, optimizer)
-    bar.close()
+
+    history = run_steps(model, optimizer, start, spec.steps, step_loss, every=checkpoint_every, checkpoint=save,
+                        desc="train-evaluator", progress=progress, lr_at=lr_at, after_step=report)
+    loss_value = history[-1] if history else float("nan")
 
     train_acc, val_acc = _accuracy(model, x_train, y_train), _accuracy(model, x[val_idx], y[val_idx])
     card = {"backbone": mi.BACKBONE, "config": config.to_dict(), "classes": classes,

@@ -30,7 +30,7 @@ _SETTING_KEYS = ("steps", "every", "batch_size", "seed", "lr", "threads")
 
 
 def _settings(table: dict):
-    from generators.training import TrainSettings
+    from bench.training.generator import TrainSettings
 
     return TrainSettings(**{k: table[k] for k in _SETTING_KEYS if k in table})
 
@@ -39,7 +39,7 @@ def check_training_table(training, source: str) -> dict:
     """Validate [training.RUN] tables: {RUN: {generator, data, steps, every, ...}}."""
     if not isinstance(training, dict):
         raise ConfigError(f"{source}: [training] must be a table of runs, e.g. [training.archisound-tiny]")
-    from generators.training import TRAINABLES
+    from generators.trainable import TRAINABLES
 
     for run, table in training.items():
         where = f"{source}: [training.{run}]"
@@ -87,13 +87,8 @@ def ensure_generator_training(training: dict, base_dir: Path, cache_root: Path |
                               log=print) -> dict[str, str]:
     """Train each run unless the cache has it; {"training:RUN/step-NNNNNN.pt": checkpoint file}."""
     from bench.core.clip_sources import open_training_set
-    from generators.training import (
-        TrainingData,
-        apply_overrides,
-        get_trainable,
-        run_key,
-        train_generator,
-    )
+    from bench.training.generator import TrainingData, apply_overrides, run_key, train_generator
+    from generators.trainable import get_trainable
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     resolved = {}

@@ -1,187 +1,32 @@
-"""Training any trainable reference generator: the Trainable protocol, checkpoints, the training loop.
-
-A generator module makes itself trainable with `@register_trainable(name)` on a class with
-`default_config(size)`, `build(config, seed)` and `training_loss(model, batch, rng)`; `bench train NAME`
-then trains it on any clip set (manifest, folder, builtin:synthetic).
+"""`bench train`: train a trainable reference generator on any clip set, resumably and bit-reproducibly.
 
 Deterministic given the seed: step k's batch (clip order, crop offsets) and every random draw of the
 loss come from CPU torch.Generators seeded from (seed, purpose, k), never from how training got there;
 the global torch RNG is also reseeded per step (inside fork_rng) so stray global draws stay reproducible.
 A checkpoint holds model + optimizer state, so resuming from step k gives the bytes an uninterrupted run
 gives. Bit-identity holds for a fixed intra-op thread count (`threads`, default 1, recorded).
-
-Checkpoint = torch.save of a plain dict (loadable with weights_only=True):
-{"format", "generator", "config", "step", "model", "optimizer", "rng_state", "data_fingerprint", "training"}.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.core.cache import atomic_write_bytes, stable_hash
-from bench.core.errors import CheckpointError, ConfigError
-from bench.core.registry import Registry
+from bench.core.cache import stable_hash
+from bench.core.clip_sources import open_training_set
+from bench.core.errors import ConfigError
+from bench.core.seeding import derived_generator, derived_seed, epoch_batch
+from bench.training.loop import pinned_threads, run_steps
+from generators.trainable import (FORMAT, TrainingBatch, get_trainable, list_checkpoints, load_model_state,
+                                  read_checkpoint, save_checkpoint)
 
-FORMAT = "bench-generator-checkpoint/1"
-CHECKPOINT_RE = re.compile(r"^step-(\d{6,})\.pt$")
 LOG_NAME = "train_log.jsonl"
 
-
-@dataclass
-class TrainingBatch:
-    audio: torch.Tensor  # [B, C, N] float32 at config["sample_rate"]
-    captions: list[str]
-    ids: list[str]
-
-
-class Trainable(Protocol):
-    name: str
-
-    def default_config(self, size: str = "tiny") -> dict: ...
-
-    def build(self, config: dict, seed: int) -> torch.nn.Module: ...
-
-    def training_loss(self, model: torch.nn.Module, batch: TrainingBatch, rng: torch.Generator) -> torch.Tensor: ...
-
-
-class _TrainableRegistry(Registry):
-    """Trainables live in generator modules: loading them means loading the generator registry."""
-
-    def load(self) -> "Registry":
-        from generators.base import GENERATORS
-
-        GENERATORS.load()
-        return super().load()
-
-
-TRAINABLES = _TrainableRegistry("trainable generator")
-
-
-def register_trainable(name: str):
-    """Class decorator: registers an instance (no-argument constructor) of the class under `name`."""
-
-    def wrap(cls):
-        cls.name = name
-        TRAINABLES.add(name, cls())
-        return cls
-
-    return wrap
-
-
-def get_trainable(name: str) -> Trainable:
-    return TRAINABLES.lookup(name)
-
-
-def _derived_seed(seed: int, purpose: str, index: int = 0) -> int:
-    digest = hashlib.sha256(f"{seed}:{purpose}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def derived_generator(seed: int, purpose: str, index: int = 0) -> torch.Generator:
-    """A CPU generator for one purpose (and step) of a seeded run, independent of all the others."""
-    return torch.Generator(device="cpu").manual_seed(_derived_seed(seed, purpose, index))
-
-
-# ------------------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict, with errors naming the file for missing, corrupt or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"generator checkpoint {path} does not exist; train one with "
-                              f"`bench train GENERATOR --data SET --steps N --out DIR`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / non-zip / pickle-unsafe files
-        raise CheckpointError(f"generator checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                              "it is corrupt or not a torch.save file: retrain or re-download it") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"generator checkpoint {path}: format {found!r}, expected {FORMAT!r} "
-                              "(written by `bench train`)")
-    for key in ("generator", "config", "step", "model"):
-        if key not in state:
-            raise CheckpointError(f"generator checkpoint {path}: missing field {key!r}")
-    return state
-
-
-def load_generator_checkpoint(path: str | Path, expected_generator: str) -> tuple[dict, dict, dict]:
-    """(config, model state_dict, meta) of a checkpoint written for `expected_generator`."""
-    state = read_checkpoint(path)
-    if state["generator"] != expected_generator:
-        raise CheckpointError(f"generator checkpoint {path} was trained for generator {state['generator']!r}, "
-                              f"not {expected_generator!r}; use it with generator {state['generator']!r}")
-    from bench.core.weights import sha256_file
-
-    meta = {"path": str(path), "sha256": sha256_file(Path(path)), "step": int(state["step"]),
-            "data_fingerprint": state.get("data_fingerprint"), "training": state.get("training", {})}
-    return dict(state["config"]), state["model"], meta
-
-
-def load_model_state(model: torch.nn.Module, state_dict: dict, source: str) -> None:
-    """load_state_dict with an error naming the first missing, unexpected or differently shaped key."""
-    own = model.state_dict()
-    for key, value in own.items():
-        if key not in state_dict:
-            raise CheckpointError(f"{source}: incompatible checkpoint: key {key!r} (shape {tuple(value.shape)}) "
-                                  "is missing from it; it was trained with another architecture or config")
-        if tuple(state_dict[key].shape) != tuple(value.shape):
-            raise CheckpointError(f"{source}: incompatible checkpoint: key {key!r} has shape "
-                                  f"{tuple(state_dict[key].shape)} in the checkpoint but {tuple(value.shape)} "
-                                  "in the model built from its config")
-    extra = [k for k in state_dict if k not in own]
-    if extra:
-        raise CheckpointError(f"{source}: incompatible checkpoint: unexpected key {extra[0]!r} "
-                              f"({len(extra)} unexpected in all)")
-    model.load_state_dict(state_dict)
-
-
-def model_for_generator(name: str, checkpoint: str | None, size: str = "tiny", seed: int = 0):
-    """(model in eval mode, config, info) for a generator factory: from a checkpoint, or the `size`
-    config with seeded random weights, labelled untrained in info["label"]."""
-    trainable = get_trainable(name)
-    if checkpoint is None:
-        config = trainable.default_config(size)
-        model = trainable.build(config, seed)
-        info = {"untrained": True, "label": f"untrained-{size}-seed{seed}", "checkpoint": None, "sha256": None,
-                "step": 0}
-    else:
-        config, state, meta = load_generator_checkpoint(checkpoint, name)
-        model = trainable.build(config, 0)
-        load_model_state(model, state, f"generator checkpoint {checkpoint}")
-        info = {"untrained": False, "label": f"step{meta['step']}-{meta['sha256'][:12]}",
-                "checkpoint": str(checkpoint), "sha256": meta["sha256"], "step": meta["step"]}
-    return model.eval(), config, info
-
-
-def checkpoint_metadata(info: dict) -> dict:
-    """The weights behind an output (from model_for_generator's info), for every sample's metadata."""
-    return {"checkpoint": info["checkpoint"], "checkpoint_sha256": info["sha256"], "checkpoint_step": info["step"],
-            "untrained": info["untrained"]}
-
-
-def list_checkpoints(directory: Path) -> list[Path]:
-    """step-NNNNNN.pt files in `directory`, oldest step first."""
-    found = [(int(m[1]), p) for p in Path(directory).glob("step-*.pt") if (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-# ------------------------------------------------------------------------------------------- data
 
 class TrainingData:
     """Every clip of a set as [C, N] float32 at the config's rate and channel count, held in memory."""
@@ -227,19 +72,6 @@ class TrainingData:
         return TrainingBatch(torch.from_numpy(np.stack(waves)), [self.captions[i] for i in idx.tolist()],
                              [self.clips[i].id for i in idx.tolist()])
 
-
-def epoch_batch(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
-    """Positions step*B .. step*B+B-1 of an endless stream of per-epoch permutations of range(n)."""
-    positions = np.arange(step * batch_size, (step + 1) * batch_size)
-    out = np.empty(batch_size, np.int64)
-    for epoch in np.unique(positions // n):
-        perm = torch.randperm(n, generator=derived_generator(seed, "epoch", int(epoch))).numpy()
-        mask = positions // n == epoch
-        out[mask] = perm[positions[mask] % n]
-    return out
-
-
-# --------------------------------------------------------------------------------------- training
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -316,17 +148,11 @@ def train_generator(name: str, data, out_dir: Path, settings: TrainSettings, siz
                     overrides: dict | None = None, base_dir: Path | None = None, progress: bool = True,
                     log=print) -> TrainOutcome:
     """Train `name` on `data` (a ClipSet or a set spec) into out_dir; resumes from its latest checkpoint."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    try:
+    with pinned_threads(settings.threads):
         return _train(name, data, Path(out_dir), settings, size, overrides or {}, base_dir, progress, log)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, log) -> TrainOutcome:
-    from bench.core.clip_sources import open_training_set
-
     trainable = get_trainable(name)
     config = apply_overrides(trainable.default_config(size), overrides, name)
     if isinstance(data, TrainingData):  # already loaded (by a caller that needed its fingerprint)
@@ -357,37 +183,29 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
         f"{config['duration_s']} s, lr {lr:g}, seed {settings.seed} -> {out_dir}")
     training_meta = {**asdict(settings), "lr": lr, "size": size, "data": dataset.source, "optimizer": "Adam",
                      "torch": str(torch.__version__)}
-    model.train()
-    losses = []
-    bar = tqdm(total=settings.steps, initial=start, unit="step", disable=not progress, desc=f"train {name}")
+
+    def step_loss(step: int) -> torch.Tensor:
+        batch = dataset.batch(step, settings.batch_size, settings.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(settings.seed, "global", step))
+            return trainable.training_loss(model, batch, derived_generator(settings.seed, "loss", step))
+
+    def save(done: int) -> None:
+        log_file.flush()
+        save_checkpoint(out_dir / f"step-{done:06d}.pt", {
+            "format": FORMAT, "generator": name, "config": config, "step": done,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng_state": {"scheme": "per-step sha256(seed:purpose:step) torch.Generators",
+                          "seed": settings.seed, "next_step": done,
+                          "next_loss_generator": derived_generator(settings.seed, "loss", done).get_state()},
+            "data_fingerprint": dataset.fingerprint, "training": training_meta})
+
     with open(out_dir / LOG_NAME, "a") as log_file:
-        for step in range(start, settings.steps):
-            batch = dataset.batch(step, settings.batch_size, settings.seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_derived_seed(settings.seed, "global", step))
-                loss = trainable.training_loss(model, batch, derived_generator(settings.seed, "loss", step))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            if not torch.isfinite(loss):
-                raise ConfigError(f"{name}: loss became {loss.item()} at step {step + 1}; lower --lr")
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            value = float(loss.detach())
-            losses.append(value)
-            log_file.write(json.dumps({"step": step + 1, "loss": value}) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
-            done = step + 1
-            if done % settings.every == 0 or done == settings.steps:
-                log_file.flush()
-                save_checkpoint(out_dir / f"step-{done:06d}.pt", {
-                    "format": FORMAT, "generator": name, "config": config, "step": done,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng_state": {"scheme": "per-step sha256(seed:purpose:step) torch.Generators",
-                                  "seed": settings.seed, "next_step": done,
-                                  "next_loss_generator": derived_generator(settings.seed, "loss", done).get_state()},
-                    "data_fingerprint": dataset.fingerprint, "training": training_meta})
-    bar.close()
+        losses = run_steps(model, optimizer, start, settings.steps, step_loss, every=settings.every, checkpoint=save,
+                           desc=f"train {name}", progress=progress, grad_clip=settings.grad_clip,
+                           after_step=lambda done, loss: log_file.write(json.dumps({"step": done, "loss": loss}) + "\n"))
+        if settings.steps % settings.every:
+            save(settings.steps)  # the last step is always kept
     if losses:
         log(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f} (mean of last 10: {np.mean(losses[-10:]):.4f})")
     return TrainOutcome(out_dir, list_checkpoints(out_dir), start, losses, config)

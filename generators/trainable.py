@@ -1,0 +1,160 @@
+"""What makes a reference generator trainable, and how its checkpoints are written and read.
+
+A generator module makes itself trainable with `@register_trainable(name)` on a class with
+`default_config(size)`, `build(config, seed)` and `training_loss(model, batch, rng)`; `bench train NAME`
+(bench.training.generator) then trains it on any clip set (manifest, folder, builtin:synthetic).
+
+Checkpoint = torch.save of a plain dict (loadable with weights_only=True):
+{"format", "generator", "config", "step", "model", "optimizer", "rng_state", "data_fingerprint", "training"}.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from bench.core.cache import atomic_write_bytes
+from bench.core.errors import CheckpointError
+from bench.core.registry import Registry
+
+FORMAT = "bench-generator-checkpoint/1"
+CHECKPOINT_RE = re.compile(r"^step-(\d{6,})\.pt$")
+
+
+@dataclass
+class TrainingBatch:
+    audio: torch.Tensor  # [B, C, N] float32 at config["sample_rate"]
+    captions: list[str]
+    ids: list[str]
+
+
+class Trainable(Protocol):
+    name: str
+
+    def default_config(self, size: str = "tiny") -> dict: ...
+
+    def build(self, config: dict, seed: int) -> torch.nn.Module: ...
+
+    def training_loss(self, model: torch.nn.Module, batch: TrainingBatch, rng: torch.Generator) -> torch.Tensor: ...
+
+
+class _TrainableRegistry(Registry):
+    """Trainables live in generator modules: loading them means loading the generator registry."""
+
+    def load(self) -> "Registry":
+        from generators.base import GENERATORS
+
+        GENERATORS.load()
+        return super().load()
+
+
+TRAINABLES = _TrainableRegistry("trainable generator")
+
+
+def register_trainable(name: str):
+    """Class decorator: registers an instance (no-argument constructor) of the class under `name`."""
+
+    def wrap(cls):
+        cls.name = name
+        TRAINABLES.add(name, cls())
+        return cls
+
+    return wrap
+
+
+def get_trainable(name: str) -> Trainable:
+    return TRAINABLES.lookup(name)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, with errors naming the file for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"generator checkpoint {path} does not exist; train one with "
+                              f"`bench train GENERATOR --data SET --steps N --out DIR`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / non-zip / pickle-unsafe files
+        raise CheckpointError(f"generator checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                              "it is corrupt or not a torch.save file: retrain or re-download it") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"generator checkpoint {path}: format {found!r}, expected {FORMAT!r} "
+                              "(written by `bench train`)")
+    for key in ("generator", "config", "step", "model"):
+        if key not in state:
+            raise CheckpointError(f"generator checkpoint {path}: missing field {key!r}")
+    return state
+
+
+def load_generator_checkpoint(path: str | Path, expected_generator: str) -> tuple[dict, dict, dict]:
+    """(config, model state_dict, meta) of a checkpoint written for `expected_generator`."""
+    state = read_checkpoint(path)
+    if state["generator"] != expected_generator:
+        raise CheckpointError(f"generator checkpoint {path} was trained for generator {state['generator']!r}, "
+                              f"not {expected_generator!r}; use it with generator {state['generator']!r}")
+    from bench.core.weights import sha256_file
+
+    meta = {"path": str(path), "sha256": sha256_file(Path(path)), "step": int(state["step"]),
+            "data_fingerprint": state.get("data_fingerprint"), "training": state.get("training", {})}
+    return dict(state["config"]), state["model"], meta
+
+
+def load_model_state(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+    """load_state_dict with an error naming the first missing, unexpected or differently shaped key."""
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state_dict:
+            raise CheckpointError(f"{source}: incompatible checkpoint: key {key!r} (shape {tuple(value.shape)}) "
+                                  "is missing from it; it was trained with another architecture or config")
+        if tuple(state_dict[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{source}: incompatible checkpoint: key {key!r} has shape "
+                                  f"{tuple(state_dict[key].shape)} in the checkpoint but {tuple(value.shape)} "
+                                  "in the model built from its config")
+    extra = [k for k in state_dict if k not in own]
+    if extra:
+        raise CheckpointError(f"{source}: incompatible checkpoint: unexpected key {extra[0]!r} "
+                              f"({len(extra)} unexpected in all)")
+    model.load_state_dict(state_dict)
+
+
+def model_for_generator(name: str, checkpoint: str | None, size: str = "tiny", seed: int = 0):
+    """(model in eval mode, config, info) for a generator factory: from a checkpoint, or the `size`
+    config with seeded random weights, labelled untrained in info["label"]."""
+    trainable = get_trainable(name)
+    if checkpoint is None:
+        config = trainable.default_config(size)
+        model = trainable.build(config, seed)
+        info = {"untrained": True, "label": f"untrained-{size}-seed{seed}", "checkpoint": None, "sha256": None,
+                "step": 0}
+    else:
+        config, state, meta = load_generator_checkpoint(checkpoint, name)
+        model = trainable.build(config, 0)
+        load_model_state(model, state, f"generator checkpoint {checkpoint}")
+        info = {"untrained": False, "label": f"step{meta['step']}-{meta['sha256'][:12]}",
+                "checkpoint": str(checkpoint), "sha256": meta["sha256"], "step": meta["step"]}
+    return model.eval(), config, info
+
+
+def checkpoint_metadata(info: dict) -> dict:
+    """The weights behind an output (from model_for_generator's info), for every sample's metadata."""
+    return {"checkpoint": info["checkpoint"], "checkpoint_sha256": info["sha256"], "checkpoint_step": info["step"],
+            "untrained": info["untrained"]}
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """step-NNNNNN.pt files in `directory`, oldest step first."""
+    found = [(int(m[1]), p) for p in Path(directory).glob("step-*.pt") if (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
