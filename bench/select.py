@@ -38,7 +38,7 @@ def rank(scores: dict[str, float], clip_ids: list[str], top_k: int) -> list[tupl
 def select(generated, captioner_preset: str, top_k: int, by: str, options) -> dict:
     """Score every clip and pick the top_k per prompt; returns {"selected": [...], "record": {...}}."""
     from bench.scoring import score
-    from metrics import caption_scores
+    from metrics import coco_caption_scores
 
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
@@ -47,7 +47,7 @@ def select(generated, captioner_preset: str, top_k: int, by: str, options) -> di
     metric_ids = [f"{name}@{captioner_preset}" for name in CRITERIA[by]]
     try:
         results = score(metric_ids, generated, None, options)
-    except caption_scores.SpiceUnavailable as exc:
+    except coco_caption_scores.SpiceUnavailable as exc:
         raise ConfigError(f"bench select ranks by SPICE + CIDEr-D (Diffsound Table VIII) and SPICE cannot run: "
                           f"{exc} To rank by CIDEr-D alone, pass --by cider-d (recorded in the output).") from exc
     total = {cid: 0.0 for cid in generated.by_id()}

@@ -4,7 +4,7 @@ the clip's prompt and its manifest `references` with the COCO caption metrics (P
 Metrics: caption-{cider-d, spice, spider, bleu4, meteor, rouge-l}@CAPTIONER, where CAPTIONER is a
 published Whisper captioner (`whisper-small`, `whisper-tiny`, metrics.backbones.captioner_whisper) or the
 small captioner trained here (`trained`, metrics.backbones.captioner_small). Captions are cached per clip
-like embeddings; scoring runs pycocoevalcap (metrics.caption_scores). The value is the corpus score; each
+like embeddings; scoring runs pycocoevalcap (metrics.coco_caption_scores). The value is the corpus score; each
 clip's score and caption are in `per_clip`. SPIDEr = (CIDEr-D + SPICE) / 2 and is unavailable, never
 CIDEr-D alone, when SPICE cannot run.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from bench.core.audio import to_mono
 from bench.core.errors import BenchError, ConfigError
 from bench.core.resample import resample
-from metrics import caption_scores
+from metrics import coco_caption_scores
 from metrics.backbones import captioner
 from metrics.backbones import captioner_small as small
 from metrics.backbones import captioner_whisper as whisper
@@ -104,9 +104,9 @@ def _scorer(name: str, backbone_name: str):
         refs = reference_lists(generated)
         caps, _ = caption_texts(generated, backbone_name, options)
         try:
-            scores = caption_scores.coco_scores(caps, refs, parts, cache_root=options.root,
+            scores = coco_caption_scores.coco_scores(caps, refs, parts, cache_root=options.root,
                                                 allow_download=options.weights.allow_download)
-        except caption_scores.SpiceUnavailable as exc:
+        except coco_caption_scores.SpiceUnavailable as exc:
             if name == "spider":
                 raise BenchError(f"SPIDEr is unavailable: it is the mean of CIDEr-D and SPICE, and SPICE cannot run. "
                                  f"{exc}") from exc

@@ -12,7 +12,7 @@ import pytest
 
 from bench.core.clipsets import load_manifest
 from bench.core.errors import BenchError, ManifestError
-from metrics import caption_scores as cs
+from metrics import coco_caption_scores as cs
 
 # PROTOCOLS.md "Caption metrics" (aac-metrics documentation example).
 KNOWN_CANDIDATES = ["a man is speaking", "rain falls"]

@@ -29,7 +29,7 @@ from bench.core import weights as weights_registry
 from bench.core.errors import CheckpointError
 from metrics.backbones import captioner
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
-from metrics import caption_scores  # noqa: F401 (registers the SPICE CoreNLP jars' weights cards)
+from metrics import coco_caption_scores  # noqa: F401 (registers the SPICE CoreNLP jars' weights cards)
 
 SAMPLE_RATE = 16000
 MAX_SECONDS = 30  # Whisper's encoder sees 30 s: longer clips are cut by the feature extractor

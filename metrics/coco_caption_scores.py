@@ -9,7 +9,7 @@ jars (site-packages may be read-only) and start one JVM per call:
   candidates and references of a call (and is remembered in-process, so six metrics on one set
   start one tokenizer JVM);
 - SPICE runs spice-1.0.jar's main class with the Stanford CoreNLP 3.6.0 jars taken from the weights
-  cache (bench/weights.py cards `corenlp-3.6.0`, `corenlp-3.6.0-models`), since they cannot be
+  cache (bench/core/weights.py cards `corenlp-3.6.0`, `corenlp-3.6.0-models`), since they cannot be
   shipped with the wheel (pycocoevalcap downloads them into its own folder at first use).
 Without Java every metric fails with one message saying what to install; without the CoreNLP jars
 SPICE (and SPIDEr) fail with one message naming both files, their URLs and where to put them.
