@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from bench.core.audio import write_audio
 from bench.core.cache import ArrayCache, default_cache_root, stable_hash
-from bench.core.clipsets import load_manifest
 from bench.core.clip_sources import open_clip_set
+from bench.core.clipsets import load_manifest
 from bench.core.crashpoints import crash_point
 from bench.core.errors import BenchError, ConfigError
+from bench.core.mlflow_store import results_store_uri
 from bench.core.records import SCHEMA, RunRecord, read_record, write_record
 from bench.core.versions import git_revision, library_versions
 from bench.core.weights import sha256_file
@@ -30,13 +31,8 @@ from bench.executors import Job, LocalExecutor, make_executor
 from bench.scoring import score
 from bench.suite import Cell, Gate, Suite
 from bench.sync import mark_unsynced, track
-from bench.core.mlflow_store import results_store_uri
 from bench.tracking import TrackingError
-from bench.training.evaluator import ensure_evaluators
-from bench.training.generator_runs import (
-    ensure_generator_training,
-    resolve_trained_cells,
-)
+from bench.training.suite_runs import ensure_evaluators, ensure_generator_training, resolve_trained_cells
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from leaderboards import ci_summary, markdown
 from metrics.backbones.base import WeightsChoice

@@ -99,7 +99,7 @@ class Cell:
     resampler: str
     batch_size: int
     # Identity of a suite-trained checkpoint ("training:RUN/step-000100.pt") when `checkpoint` is its file
-    # in the cache (bench.training.generator_runs): ids and hashes use the name, not the machine's path.
+    # in the cache (bench.training.suite_runs): ids and hashes use the name, not the machine's path.
     checkpoint_name: str | None = None
 
     def params(self) -> dict:
@@ -141,7 +141,7 @@ class Suite:
     # Backbones trained before scoring (bench.training.evaluator), e.g. {"mel-inception": {"data": ...}}.
     evaluators: dict = field(default_factory=dict)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
-    # Generators trained before generation (bench.training.generator_runs), {run: {generator, data, steps, ...}}.
+    # Generators trained before generation (bench.training.suite_runs), {run: {generator, data, steps, ...}}.
     training: dict = field(default_factory=dict)
 
     @property
@@ -177,7 +177,7 @@ def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str, traini
     out: list[str | None] = []
     for pattern in _as_list(patterns, source, f"generators.{name}.checkpoints", str):
         if pattern.startswith("training:"):  # checkpoints of a [training.RUN] the suite trains itself
-            from bench.training.generator_runs import expand_training_checkpoints
+            from bench.training.suite_runs import expand_training_checkpoints
 
             out.extend(expand_training_checkpoints(pattern, training, source, name))
             continue
@@ -203,11 +203,11 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     weights = parse_table(WeightsSpec, raw.get("weights"), source, "weights")
     scoring = parse_table(ScoringSpec, raw.get("scoring"), source, "scoring")
     tracking = parse_table(TrackingSpec, raw.get("tracking"), source, "tracking")
-    from bench.training.evaluator import check_suite_table
+    from bench.training.suite_runs import check_evaluators_table
 
-    evaluators = check_suite_table(raw.get("evaluators", {}), source)
+    evaluators = check_evaluators_table(raw.get("evaluators", {}), source)
     executor = parse_executor(raw.get("executor"), source)
-    from bench.training.generator_runs import check_training_table
+    from bench.training.suite_runs import check_training_table
 
     training = check_training_table(raw.get("training", {}), source)
 

@@ -26,7 +26,7 @@ def test_quickstart_is_valid_and_offline():
     assert suite.name == "quickstart"
     assert suite.weights.mode == "untrained"  # runs with no download
     assert {c.generator for c in suite.cells} == {"reference", "noise", "silence", "archisound"}
-    # two checkpoints of one generator the suite trains itself (bench.training.generator_runs)
+    # two checkpoints of one generator the suite trains itself (bench.training.suite_runs)
     assert [c.checkpoint for c in suite.cells if c.generator == "archisound"] == [
         "training:archisound-tiny/step-000100.pt", "training:archisound-tiny/step-000200.pt"]
     assert suite.gates

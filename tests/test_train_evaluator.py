@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench.training import evaluator as te
+from bench.training.suite_runs import ensure_evaluators
 from bench.cli import main
 from bench.core.clipsets import load_directory
 from bench.core.synthetic import synthetic_dataset
@@ -155,10 +156,10 @@ batch_size = 4
 def test_suite_evaluators_train_once_then_come_from_the_cache(tmp_path, cache_dir, fast, monkeypatch):
     (tmp_path / "suite.toml").write_text(SUITE)
     suite = load_suite(tmp_path / "suite.toml")
-    [(name, path)] = te.ensure_evaluators(suite.evaluators, suite.base_dir, cache_dir, progress=False, log=_quiet)
+    [(name, path)] = ensure_evaluators(suite.evaluators, suite.base_dir, cache_dir, progress=False, log=_quiet)
     assert name == "mel-inception" and path.startswith(str(cache_dir / "evaluators" / "mel-inception-tiny-"))
     monkeypatch.setattr(te, "prepare_inputs", lambda *a, **k: pytest.fail("trained again despite the cache"))
-    again = te.ensure_evaluators(suite.evaluators, suite.base_dir, cache_dir, progress=False, log=_quiet)
+    again = ensure_evaluators(suite.evaluators, suite.base_dir, cache_dir, progress=False, log=_quiet)
     assert again == ((name, path),)
 
 

@@ -161,7 +161,7 @@ def _suite(tmp_path, pattern="training:tiny/step-*.pt"):
 
 
 def test_suite_trains_once_and_resolves_checkpoints(tmp_path):
-    from bench.training.generator_runs import ensure_generator_training, resolve_trained_cells
+    from bench.training.suite_runs import ensure_generator_training, resolve_trained_cells
 
     suite = _suite(tmp_path)
     assert [c.checkpoint for c in suite.cells] == ["training:tiny/step-000002.pt", "training:tiny/step-000003.pt"]

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
+from bench.core.seeding import derived_generator, epoch_batch
+from bench.training.loop import pinned_threads, run_steps
 from bench.training.resumable import (
     TrainResult,
     resume,
@@ -27,8 +29,6 @@ from bench.training.resumable import (
     save_rolling_checkpoint,
     save_tensors,
 )
-from bench.core.seeding import derived_generator, epoch_batch
-from bench.training.loop import pinned_threads, run_steps
 from metrics.backbones import captioner
 
 TRAINER_VERSION = 1

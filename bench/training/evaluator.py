@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.core.cache import atomic_write_json, default_cache_root, stable_hash
+from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
+from bench.core.seeding import derived_generator, epoch_batch
+from bench.training.loop import pinned_threads, run_steps
 from bench.training.resumable import (
     TrainResult,
     resume,
@@ -33,9 +35,6 @@ from bench.training.resumable import (
     save_rolling_checkpoint,
     save_tensors,
 )
-
-from bench.core.seeding import derived_generator, epoch_batch
-from bench.training.loop import pinned_threads, run_steps
 
 TRAINER_VERSION = 1
 TRAINABLE = ("mel-inception",)
@@ -244,44 +243,3 @@ def _train(data, out_dir: Path, spec: TrainSpec, base_dir, checkpoint_every, pro
         old.unlink(missing_ok=True)
     log(f"train accuracy {train_acc}, validation accuracy {val_acc}; wrote {final} and {out_dir / CARD_NAME}")
     return TrainResult(final, card, reused=False, losses=history)
-
-
-# ------------------------------------------------------------------------------------------ suites
-
-def check_suite_table(evaluators, source: str) -> dict:
-    """Validate a suite's [evaluators] table: {backbone: {data, config, steps, seed, batch_size}}."""
-    from bench.core.config import check_keys
-
-    if not isinstance(evaluators, dict):
-        raise ConfigError(f"{source}: [evaluators] must be a table of backbone names, e.g. [evaluators.mel-inception]")
-    for backbone, table in evaluators.items():
-        if backbone not in TRAINABLE:
-            raise ConfigError(f"{source}: [evaluators.{backbone}]: only {', '.join(TRAINABLE)} can be trained here")
-        where = f"{source}: [evaluators.{backbone}]"
-        check_keys(table, SPEC_KEYS, source, f"evaluators.{backbone}")
-        if "data" not in table:
-            raise ConfigError(f"{where}: missing `data` (a labelled set: manifest, folder or builtin table)")
-        try:
-            TrainSpec(**{k: v for k, v in table.items() if k != "data"})
-        except (ConfigError, TypeError) as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-    return evaluators
-
-
-def evaluator_dir(cache_root: Path, backbone: str, spec: TrainSpec, fingerprint: str) -> Path:
-    return Path(cache_root) / "evaluators" / f"{backbone}-{spec.config}-{stable_hash(run_key(spec, fingerprint))[:16]}"
-
-
-def ensure_evaluators(evaluators: dict, base_dir: Path, cache_root: Path | None, progress: bool = True,
-                      log=print) -> tuple[tuple[str, str], ...]:
-    """Train each suite evaluator unless the cache has it; (backbone, checkpoint path) pairs."""
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
-    out = []
-    for backbone, table in sorted(evaluators.items()):
-        spec = TrainSpec(**{k: v for k, v in table.items() if k != "data"})
-        clipset = open_training_set(table["data"], base_dir)
-        classes, labels = class_labels(clipset)
-        directory = evaluator_dir(root, backbone, spec, training_fingerprint(clipset, classes, labels))
-        result = train(clipset, directory, spec, progress=progress, log=log)
-        out.append((backbone, str(result.checkpoint)))
-    return tuple(out)

@@ -22,8 +22,15 @@ from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
 from bench.core.seeding import derived_generator, derived_seed, epoch_batch
 from bench.training.loop import pinned_threads, run_steps
-from generators.trainable import (FORMAT, TrainingBatch, get_trainable, list_checkpoints, load_model_state,
-                                  read_checkpoint, save_checkpoint)
+from generators.trainable import (
+    FORMAT,
+    TrainingBatch,
+    get_trainable,
+    list_checkpoints,
+    load_model_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 LOG_NAME = "train_log.jsonl"
 

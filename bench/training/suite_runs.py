@@ -1,4 +1,7 @@
-"""Suites that train a reference generator themselves: the [training.RUN] table and `training:RUN/...` checkpoints.
+"""What a suite trains before it scores: [evaluators] (the mel-inception evaluator) and [training.RUN] (generators).
+
+[evaluators.mel-inception] trains once per (data, settings) into CACHE/evaluators/ and is reused; its
+checkpoint is loaded as `trained` weights. [training.RUN] with `training:RUN/...` checkpoints:
 
     [training.archisound-tiny]
     generator = "archisound"
@@ -20,9 +23,11 @@ import dataclasses
 import fnmatch
 from pathlib import Path
 
-from bench.core.cache import default_cache_root
+from bench.core.cache import default_cache_root, stable_hash
+from bench.core.clip_sources import open_training_set
 from bench.core.config import check_keys
 from bench.core.errors import ConfigError
+from bench.training import evaluator as ev
 
 PREFIX = "training:"
 TABLE_KEYS = {"generator", "data", "steps", "every", "batch_size", "seed", "size", "lr", "config", "threads"}
@@ -87,7 +92,12 @@ def ensure_generator_training(training: dict, base_dir: Path, cache_root: Path |
                               log=print) -> dict[str, str]:
     """Train each run unless the cache has it; {"training:RUN/step-NNNNNN.pt": checkpoint file}."""
     from bench.core.clip_sources import open_training_set
-    from bench.training.generator import TrainingData, apply_overrides, run_key, train_generator
+    from bench.training.generator import (
+        TrainingData,
+        apply_overrides,
+        run_key,
+        train_generator,
+    )
     from generators.trainable import get_trainable
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
@@ -118,3 +128,42 @@ def resolve_trained_cells(suite, resolved: dict[str, str]):
             cell = dataclasses.replace(cell, checkpoint=resolved[cell.checkpoint], checkpoint_name=cell.checkpoint)
         cells.append(cell)
     return dataclasses.replace(suite, cells=cells)
+
+
+# ------------------------------------------------------------------------------------- evaluators
+
+def check_evaluators_table(evaluators, source: str) -> dict:
+    """Validate a suite's [evaluators] table: {backbone: {data, config, steps, seed, batch_size}}."""
+    if not isinstance(evaluators, dict):
+        raise ConfigError(f"{source}: [evaluators] must be a table of backbone names, e.g. [evaluators.mel-inception]")
+    for backbone, table in evaluators.items():
+        if backbone not in ev.TRAINABLE:
+            raise ConfigError(f"{source}: [evaluators.{backbone}]: only {', '.join(ev.TRAINABLE)} can be trained here")
+        where = f"{source}: [evaluators.{backbone}]"
+        check_keys(table, ev.SPEC_KEYS, source, f"evaluators.{backbone}")
+        if "data" not in table:
+            raise ConfigError(f"{where}: missing `data` (a labelled set: manifest, folder or builtin table)")
+        try:
+            ev.TrainSpec(**{k: v for k, v in table.items() if k != "data"})
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    return evaluators
+
+
+def evaluator_dir(cache_root: Path, backbone: str, spec: ev.TrainSpec, fingerprint: str) -> Path:
+    return Path(cache_root) / "evaluators" / f"{backbone}-{spec.config}-{stable_hash(ev.run_key(spec, fingerprint))[:16]}"
+
+
+def ensure_evaluators(evaluators: dict, base_dir: Path, cache_root: Path | None, progress: bool = True,
+                      log=print) -> tuple[tuple[str, str], ...]:
+    """Train each suite evaluator unless the cache has it; (backbone, checkpoint path) pairs."""
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    out = []
+    for backbone, table in sorted(evaluators.items()):
+        spec = ev.TrainSpec(**{k: v for k, v in table.items() if k != "data"})
+        clipset = open_training_set(table["data"], base_dir)
+        classes, labels = ev.class_labels(clipset)
+        directory = evaluator_dir(root, backbone, spec, ev.training_fingerprint(clipset, classes, labels))
+        result = ev.train(clipset, directory, spec, progress=progress, log=log)
+        out.append((backbone, str(result.checkpoint)))
+    return tuple(out)
