@@ -1,5 +1,5 @@
 """Caption-based relevance (Diffsound section V-B): caption every generated clip, score the caption against
-the clip's prompt and its manifest `references` with the COCO caption metrics (PROTOCOLS.md).
+the clip's prompt and its manifest `references` with the COCO caption metrics (docs/protocols.md#caption-metrics).
 
 Metrics: caption-{cider-d, spice, spider, bleu4, meteor, rouge-l}@CAPTIONER, where CAPTIONER is a
 published Whisper captioner (`whisper-small`, `whisper-tiny`, metrics.backbones.captioner_whisper) or the

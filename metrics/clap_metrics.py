@@ -1,4 +1,4 @@
-"""CLAP score in the four presets papers report (PROTOCOLS.md, "CLAP score").
+"""CLAP score in the four presets papers report (docs/protocols.md#clap-score).
 
 The score is the mean, over (audio, prompt) pairs, of the cosine similarity between the CLAP audio
 embedding of a generated clip and the CLAP text embedding of its prompt: no x100, no clipping at 0.

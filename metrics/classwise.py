@@ -1,6 +1,6 @@
 """Kernels over classifier outputs: Inception Score and KL divergences between paired clips.
 
-Pure float64 numpy functions, no I/O. The formulas follow the published toolkits (PROTOCOLS.md):
+Pure float64 numpy functions, no I/O. The formulas follow the published toolkits (docs/protocols.md#panns-fd-is-and-kl):
 IS as in audioldm_eval / torch-fidelity (shuffle with numpy RandomState(2020), 10 contiguous splits,
 population std), KL as torch.nn.functional.kl_div with eps added to the predicted side.
 """

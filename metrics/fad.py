@@ -1,4 +1,4 @@
-"""FAD with VGGish, in the two presets papers report (PROTOCOLS.md, "FAD with VGGish")."""
+"""FAD with VGGish, in the two presets papers report (docs/protocols.md#vggish-fad)."""
 from __future__ import annotations
 
 from metrics.bootstrap import bootstrap_interval

@@ -3,7 +3,7 @@
 The procedure of kadtk (YoonjinXD/kadtk, kadtk/kad.py, `calc_kernel_audio_distance`), our code:
 - the samples are all embedding rows of each set (every frame of every clip), as for FAD;
 - kernel k(a, b) = exp(-gamma |a - b|^2), gamma = 1 / (2 sigma^2 + 1e-8);
-- sigma = median Euclidean distance over all pairs of REFERENCE rows (PROTOCOLS.md; kadtk's README says
+- sigma = median Euclidean distance over all pairs of REFERENCE rows (docs/protocols.md#kad; kadtk's README says
   so, while one of its versions takes the generated set: kadtk #9). The median of an even number of
   distances is the lower middle one, as torch.median in kadtk returns;
 - unbiased MMD^2: mean k over ordered pairs i != j within each set, minus twice the mean cross k;

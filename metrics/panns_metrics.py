@@ -1,5 +1,5 @@
-"""FD, IS and KL on PANNs Cnn14 as audioldm_eval computes them (PROTOCOLS.md, "FD and IS with PANNs"
-and "KL divergence over AudioSet classes"): AudioLDM, AudioLDM 2, Tango report these.
+"""FD, IS and KL on PANNs Cnn14 as audioldm_eval computes them (docs/protocols.md#panns-fd-is-and-kl):
+AudioLDM, AudioLDM 2, Tango report these.
 
 audioldm_eval's WaveDataset reads each file, keeps its first channel, subtracts its mean, resamples it
 with torchaudio's default sinc to the evaluation rate, and zero-pads it to at least 32000 samples; the

@@ -1,6 +1,6 @@
 """KL divergence over PaSST's AudioSet classes between paired clips, in the two published presets.
 
-PROTOCOLS.md, "KL divergence over AudioSet classes". The presets differ in preprocessing, in how a
+See docs/protocols.md#passt-kl. The presets differ in preprocessing, in how a
 long clip is aggregated and in the direction of the KL, so each result names its direction:
 - `kl-passt@audiocraft` (audiocraft metrics/kld.py, MusicGen): softmax per 10 s segment, segments
   paired in order, KL(reference || generated) averaged over all segment pairs.

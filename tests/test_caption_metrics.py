@@ -14,7 +14,7 @@ from bench.core.clipsets import load_manifest
 from bench.core.errors import BenchError, ManifestError
 from metrics import coco_caption_scores as cs
 
-# PROTOCOLS.md "Caption metrics" (aac-metrics documentation example).
+# docs/protocols.md#caption-metrics (aac-metrics documentation example).
 KNOWN_CANDIDATES = ["a man is speaking", "rain falls"]
 KNOWN_REFERENCES = [["a man speaks.", "someone speaks.", "a man is speaking while a bird is chirping in the background"],
                     ["rain is falling hard on a surface"]]

@@ -1,4 +1,4 @@
-"""Named resamplers. The resampler moves metric values (PROTOCOLS.md), so every result records which one.
+"""Named resamplers. The resampler moves metric values (docs/protocols.md#shared-rules), so every result records which one.
 
 - "soxr-vhq":   libsoxr, very high quality.
 - "soxr-hq":    libsoxr, high quality, output length ceil(n * target / orig): librosa.load's default
