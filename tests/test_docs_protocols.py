@@ -90,6 +90,13 @@ def test_no_file_cites_a_protocols_document_outside_the_repository():
     assert checked > 0  # the docstrings do point at the document
 
 
+def test_every_project_file_the_document_names_exists():
+    project_file = r"`((?:bench|metrics|generators|leaderboards|tests)/[\w/]+\.py)`"
+    named = re.findall(project_file, DOC.read_text(encoding="utf-8"))
+    assert named
+    assert [p for p in named if not (ROOT / p).is_file()] == []
+
+
 def test_named_ids_expands_brace_groups():
     assert named_ids("`caption-{a,b}@{x,y}` and `kad`") == {"caption-a@x", "caption-a@y", "caption-b@x",
                                                           "caption-b@y", "kad"}
