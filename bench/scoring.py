@@ -1,14 +1,16 @@
 """Score sets of audio with registered metrics: decode -> prepare -> backbone outputs (cached) -> kernel.
 
 Backbone outputs (embeddings, logits, ...) are cached per clip (decoded-audio hash + backbone card +
-protocol id/version + batch size) and per set (set fingerprint + the same), so an unchanged reference
+protocol id/version + batch size + batching scheme) and per set (set fingerprint + the same), so an unchanged reference
 set is processed once and reused. Work is done in chunks: a killed run loses at most the chunk in flight.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -24,32 +26,43 @@ from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, get_metric, metric_key
 
-# Bump when the layout of cached backbone outputs changes: older entries then miss instead of breaking.
-CACHE_FORMAT = 2
+# Bump when the layout of cached backbone outputs or the batching that produced them changes: older
+# entries then miss instead of breaking. 3: per-clip batches without padding (was: fixed-shape padded).
+CACHE_FORMAT = 3
+BATCHING = "per-clip, same-shape examples in chunks of at most batch_size, no padding"
 
 
-def embed_examples(backbone: Backbone, inputs: list[np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Run every example through the backbone; return each output stacked in input order.
+def clip_batches(examples, batch_size: int) -> list[list[int]]:
+    """The batches (indices into `examples`) one clip's examples run in.
 
-    Examples are grouped by shape and run in batches of exactly `batch_size` (the last one
-    zero-padded): CPU kernels pick different code paths for different batch shapes, which moves outputs
-    by ~1e-5, and with one fixed shape an example's output does not depend on its neighbours, so a
-    resumed or re-chunked run reproduces an uninterrupted one bit for bit.
+    Same-shape examples of the clip, in order, in chunks of at most `batch_size`; nothing is padded and
+    nothing from another clip joins. CPU kernels pick different code paths for different batch shapes
+    (outputs move by ~1e-5), so an example's output is a function of its batch's shape; here that shape
+    depends only on its own clip (and batch_size, part of the cache key), never on the set, its order
+    or its chunking: a resumed, re-chunked or re-ordered run reproduces an uninterrupted one bit for bit.
     """
-    examples = [x for clip in inputs for x in clip]
-    out = {name: np.zeros((len(examples), dim), np.float32) for name, dim in backbone.outputs.items()}
     groups: dict[tuple, list[int]] = {}
     for i, x in enumerate(examples):
-        groups.setdefault((x.shape, x.dtype.str), []).append(i)
-    for indices in groups.values():
-        for start in range(0, len(indices), batch_size):
-            batch_idx = indices[start:start + batch_size]
-            first = examples[batch_idx[0]]
-            batch = np.zeros((batch_size, *first.shape), first.dtype)
-            batch[:len(batch_idx)] = [examples[i] for i in batch_idx]
-            for name, values in backbone.embed(batch).items():
-                out[name][batch_idx] = values[:len(batch_idx)]
+        groups.setdefault((np.shape(x), np.asarray(x).dtype.str), []).append(i)
+    return [indices[start:start + batch_size] for indices in groups.values()
+            for start in range(0, len(indices), batch_size)]
+
+
+def embed_clip(backbone: Backbone, examples, batch_size: int) -> dict[str, np.ndarray]:
+    """One clip's backbone outputs, {name: [k, dim]} in example order (k may be 0)."""
+    out = {name: np.zeros((len(examples), dim), np.float32) for name, dim in backbone.outputs.items()}
+    for batch in clip_batches(examples, batch_size):
+        values = backbone.embed(np.stack([examples[i] for i in batch]))
+        for name, v in values.items():
+            out[name][batch] = v
     return out
+
+
+def embed_examples(backbone: Backbone, inputs: list, batch_size: int) -> dict[str, np.ndarray]:
+    """Every clip's examples through the backbone (clip by clip, see clip_batches), stacked in input order."""
+    per_clip = [embed_clip(backbone, clip, batch_size) for clip in inputs]
+    return {name: np.concatenate([c[name] for c in per_clip]) if per_clip else np.zeros((0, dim), np.float32)
+            for name, dim in backbone.outputs.items()}
 
 
 @dataclass
@@ -60,6 +73,7 @@ class _Embedder:
     protocol: EmbeddingProtocol
     batch_size: int
     workers: int
+    on_clip: Callable[[int], object] | None = None  # progress, in this process only (never shipped)
 
 
 def _build_embedder(backbone_name: str, weights: WeightsChoice, protocol: EmbeddingProtocol, batch_size: int,
@@ -67,26 +81,29 @@ def _build_embedder(backbone_name: str, weights: WeightsChoice, protocol: Embedd
     return _Embedder(load_backbone(backbone_name, weights), protocol, batch_size, workers)
 
 
-def _embed_chunk(embedder: _Embedder, decoded: list[tuple[np.ndarray, int, str]]):
-    """(waveform, rate, origin) per clip -> (outputs, duration_s, silent) per clip."""
-    def prepare(item):
-        wave, rate, origin = item
-        check_waveform(wave, origin)
-        return embedder.protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
+def _prepare(protocol: EmbeddingProtocol, item: tuple[np.ndarray, int, str]):
+    wave, rate, origin = item
+    check_waveform(wave, origin)
+    return protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
 
+
+def _embed_chunk(embedder: _Embedder, decoded: list[tuple[np.ndarray, int, str]]):
+    """(waveform, rate, origin) per clip -> (outputs, duration_s, silent) per clip.
+
+    Worker threads prepare the clips ahead while this thread runs the forward passes, clip by clip."""
+    results = []
     with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
-        prepared = list(pool.map(prepare, decoded))
-    flat = embed_examples(embedder.backbone, [p[0] for p in prepared], embedder.batch_size)
-    bounds = np.cumsum([len(p[0]) for p in prepared])[:-1]
-    per_output = {name: np.split(values, bounds) for name, values in flat.items()}
-    return [({name: parts[i] for name, parts in per_output.items()}, dur, silent)
-            for i, (_, dur, silent) in enumerate(prepared)]
+        for examples, dur, silent in pool.map(functools.partial(_prepare, embedder.protocol), decoded):
+            results.append((embed_clip(embedder.backbone, examples, embedder.batch_size), dur, silent))
+            if embedder.on_clip is not None:
+                embedder.on_clip(1)
+    return results
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,
               label: str = "") -> SetEmbeddings:
     base_key = {"backbone": backbone.card_key, "protocol": protocol.id, "protocol_version": protocol.version,
-                "batch_size": options.batch_size, "format": CACHE_FORMAT}
+                "batch_size": options.batch_size, "batching": BATCHING, "format": CACHE_FORMAT}
     names = list(backbone.outputs)
     ids = [c.id for c in clipset.clips]
     captions = [c.caption for c in clipset.clips]
@@ -116,11 +133,18 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
     job = Job(key=f"embed:{protocol.id}:{options.batch_size}:{options.workers}:{stable_hash(repr(options.weights))}",
               build=_build_embedder,
               args=(protocol.backbone, options.weights, protocol, options.batch_size, options.workers),
-              run=_embed_chunk, local=_Embedder(backbone, protocol, options.batch_size, options.workers))
+              run=_embed_chunk, local=_Embedder(backbone, protocol, options.batch_size, options.workers, bar.update))
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-        def decoded():  # lazily, so only the chunks in flight are held in memory
+        def decoded():
+            # The next chunk decodes while this one is embedded; at most two chunks are held in memory.
+            ahead = None
             for chunk in chunks:
-                yield list(pool.map(lambda c: (*clipset.load(c), c.origin), chunk))
+                loading = [pool.submit(lambda c: (*clipset.load(c), c.origin), c) for c in chunk]
+                if ahead is not None:
+                    yield [f.result() for f in ahead]
+                ahead = loading
+            if ahead is not None:
+                yield [f.result() for f in ahead]
 
         executor = options.executor or LocalExecutor()
         for chunk, embedded in zip(chunks, executor.map(job, decoded())):
@@ -130,7 +154,7 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
                                 "silent": np.bool_(silent)})
                 results[clip.id] = (outs, dur, silent)
             crash_point("embed")
-            bar.update(len(chunk))
+            bar.update(len(results) - bar.n)  # executors that run elsewhere report per chunk
     bar.close()
 
     outputs = {n: [results[i][0][n] for i in ids] for n in names}
