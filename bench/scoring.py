@@ -48,14 +48,38 @@ def clip_batches(examples, batch_size: int) -> list[list[int]]:
             for start in range(0, len(indices), batch_size)]
 
 
+@dataclass
+class _ClipOutputs:
+    """One clip's batch outputs as the backbone returned them (tensors possibly still on the device)."""
+
+    parts: list[dict]  # per batch of clip_batches: {name: [len(batch), dim]}
+    order: np.ndarray  # rows of the concatenated batches, in example order
+
+    def host(self, outputs: dict[str, int]) -> dict[str, np.ndarray]:
+        if not self.parts:
+            return {name: np.zeros((0, dim), np.float32) for name, dim in outputs.items()}
+        out = {}
+        for name in outputs:
+            values = [p[name] for p in self.parts]
+            if not isinstance(values[0], np.ndarray):  # torch tensors: one copy to the host per output
+                import torch
+
+                values = [torch.cat(values).cpu().numpy()]
+            out[name] = np.ascontiguousarray(np.concatenate(values)[self.order], np.float32)
+        return out
+
+
+def _run_clip(backbone: Backbone, examples, batch_size: int) -> _ClipOutputs:
+    batches = clip_batches(examples, batch_size)
+    run = backbone.embed_tensors or backbone.embed
+    parts = [run(np.stack([examples[i] for i in batch])) for batch in batches]
+    order = np.argsort(np.concatenate(batches), kind="stable") if batches else np.zeros(0, np.int64)
+    return _ClipOutputs(parts, order)
+
+
 def embed_clip(backbone: Backbone, examples, batch_size: int) -> dict[str, np.ndarray]:
-    """One clip's backbone outputs, {name: [k, dim]} in example order (k may be 0)."""
-    out = {name: np.zeros((len(examples), dim), np.float32) for name, dim in backbone.outputs.items()}
-    for batch in clip_batches(examples, batch_size):
-        values = backbone.embed(np.stack([examples[i] for i in batch]))
-        for name, v in values.items():
-            out[name][batch] = v
-    return out
+    """One clip's backbone outputs, {name: float32 [k, dim]} in example order (k may be 0)."""
+    return _run_clip(backbone, examples, batch_size).host(backbone.outputs)
 
 
 def embed_examples(backbone: Backbone, inputs: list, batch_size: int) -> dict[str, np.ndarray]:
@@ -90,14 +114,15 @@ def _prepare(protocol: EmbeddingProtocol, item: tuple[np.ndarray, int, str]):
 def _embed_chunk(embedder: _Embedder, decoded: list[tuple[np.ndarray, int, str]]):
     """(waveform, rate, origin) per clip -> (outputs, duration_s, silent) per clip.
 
-    Worker threads prepare the clips ahead while this thread runs the forward passes, clip by clip."""
-    results = []
+    Worker threads prepare the clips ahead while this thread queues the forward passes, clip by clip;
+    the outputs reach the host once per chunk (on a GPU the host never waits on a single clip)."""
+    pending = []
     with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
         for examples, dur, silent in pool.map(functools.partial(_prepare, embedder.protocol), decoded):
-            results.append((embed_clip(embedder.backbone, examples, embedder.batch_size), dur, silent))
+            pending.append((_run_clip(embedder.backbone, examples, embedder.batch_size), dur, silent))
             if embedder.on_clip is not None:
                 embedder.on_clip(1)
-    return results
+    return [(outs.host(embedder.backbone.outputs), dur, silent) for outs, dur, silent in pending]
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.core.clipsets import ClipSet, load_directory
-from bench.scoring import clip_batches, embed_examples, embed_set
+from bench.scoring import clip_batches, embed_clip, embed_examples, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.inputs import ScoreOptions
 from metrics.panns_metrics import PANNS_16K_AUDIOLDM
@@ -108,3 +108,31 @@ def test_clip_batches_groups_shapes_in_order():
     assert clip_batches([a, a, b, a, a, a, b], 2) == [[0, 1], [3, 4], [5], [2, 6]]
     assert clip_batches([a, a.astype(np.float64)], 4) == [[0], [1]]  # dtypes are not mixed either
     assert clip_batches([], 4) == []
+
+
+def test_device_tensor_path_equals_the_host_path(mixed):
+    """Backbones with embed_tensors keep outputs on their device until the chunk ends (bench.scoring
+    _ClipOutputs.host); on CPU the same code path runs and must give the same bytes as embed()."""
+    for protocol in (VGGISH_AUDIOLDM, PANNS_16K_AUDIOLDM):
+        backbone = load_backbone(protocol.backbone, WEIGHTS)
+        assert backbone.embed_tensors is not None
+        host_only = dataclasses.replace(backbone, embed_tensors=None)
+        examples = protocol.prepare(*mixed.load(mixed.clips[4]))
+        via_tensors, via_numpy = embed_clip(backbone, examples, 2), embed_clip(host_only, examples, 2)
+        for name in backbone.outputs:
+            assert via_tensors[name].tobytes() == via_numpy[name].tobytes()
+
+
+def test_outputs_come_back_in_example_order_across_shape_groups():
+    import torch
+
+    from metrics.backbones.base import Backbone
+
+    def sums(batch):
+        return {"sum": torch.from_numpy(batch.reshape(len(batch), -1).sum(1, keepdims=True))}
+
+    fake = Backbone("fake", {"sum": 1}, {"weights": "untrained"}, embed=None, embed_tensors=sums)
+    examples = [np.full(n, float(i), np.float32) for i, n in enumerate([3, 5, 3, 5, 5, 3])]
+    out = embed_clip(fake, examples, 2)["sum"][:, 0]
+    assert out.tolist() == [i * len(x) for i, x in enumerate(examples)]
+    assert embed_clip(fake, [], 2)["sum"].shape == (0, 1)

@@ -54,6 +54,9 @@ class Backbone:
     provenance: dict  # {"weights": "pretrained"|"untrained", "file", "sha256", ...} or {"seed": ...}
     embed: Callable[[np.ndarray], dict[str, np.ndarray]]  # batched inputs -> {name: float32 [N, dim]}
     device: str = "cpu"
+    # The same forward, outputs left as torch tensors on `device` (no host sync per batch): bench.scoring
+    # copies a whole chunk's outputs to the host at once. Optional; `embed` is used where it is None.
+    embed_tensors: Callable[[np.ndarray], dict] | None = None
     embed_text: Callable[[list[str]], np.ndarray] | None = None  # text-audio backbones (CLAP)
     # Captioners (metrics.backbones.captioner): their "tokens" output rows -> caption strings.
     decode: Callable[[np.ndarray], list[str]] | None = None
@@ -94,6 +97,17 @@ def load_backbone(name: str, choice: WeightsChoice) -> Backbone:
     if key not in _LOADED:
         _LOADED[key] = builder(choice)
     return _LOADED[key]
+
+
+def to_device(batch, device: str):
+    """A float32 batch (numpy or tensor) as a tensor on `device`; to CUDA through pinned memory without
+    blocking the host (the copy is ordered before the kernels that read it)."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(batch), dtype=torch.float32)
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def pick_device() -> str:

@@ -35,7 +35,7 @@ from torch import nn
 
 from bench.core import weights as weights_registry
 from bench.core.errors import AudioError, BenchError, CheckpointError
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
+from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
 
 EMBEDDING_DIM = 2048
 NUM_CLASSES = 527
@@ -226,21 +226,26 @@ def load_cnn14_file(path, spec: Cnn14Spec) -> nn.Module:
     return build_cnn14(spec, state_dict=load_checkpoint(path, spec), source=str(path))
 
 
-def embed(model: nn.Module, spec: Cnn14Spec, waveforms) -> dict[str, np.ndarray]:
-    """{"embedding": float32 [N, 2048], "logits": float32 [N, 527]} for waveforms [N, n] at the
-    backbone's rate (one forward for the batch; equal lengths)."""
-    x = torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{spec.backbone}: expected waveforms [N, samples], got {tuple(x.shape)}")
-    if x.shape[1] < spec.min_samples:
-        raise AudioError(f"{spec.backbone}: inputs of {x.shape[1]} samples are shorter than the "
+def forward(model: nn.Module, spec: Cnn14Spec, waveforms) -> dict[str, torch.Tensor]:
+    """{"embedding": [N, 2048], "logits": [N, 527]} float32 tensors on the model's device for waveforms
+    [N, n] at the backbone's rate (one forward for the batch; equal lengths)."""
+    shape = np.shape(waveforms)
+    if len(shape) != 2:
+        raise ValueError(f"{spec.backbone}: expected waveforms [N, samples], got {tuple(shape)}")
+    if shape[1] < spec.min_samples:
+        raise AudioError(f"{spec.backbone}: inputs of {shape[1]} samples are shorter than the "
                          f"{spec.min_samples} ({spec.min_samples / spec.sample_rate:.2f} s at "
                          f"{spec.sample_rate} Hz) Cnn14 needs; pad them first")
     param = next(model.parameters())
     with torch.inference_mode():
-        embedding = model(x.to(param.device, param.dtype))["embedding"]
+        embedding = model(to_device(waveforms, str(param.device)).to(param.dtype))["embedding"]
         logits = model.fc_audioset(embedding)
-    return {"embedding": embedding.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+    return {"embedding": embedding.float(), "logits": logits.float()}
+
+
+def embed(model: nn.Module, spec: Cnn14Spec, waveforms) -> dict[str, np.ndarray]:
+    """forward(), as float32 numpy arrays."""
+    return {name: value.cpu().numpy() for name, value in forward(model, spec, waveforms).items()}
 
 
 def build(spec: Cnn14Spec, choice: WeightsChoice) -> Backbone:
@@ -257,7 +262,7 @@ def build(spec: Cnn14Spec, choice: WeightsChoice) -> Backbone:
     device = pick_device()
     model = model.to(device)
     return Backbone(spec.backbone, {"embedding": EMBEDDING_DIM, "logits": NUM_CLASSES}, provenance,
-                    lambda x: embed(model, spec, x), device)
+                    lambda x: embed(model, spec, x), device, embed_tensors=lambda x: forward(model, spec, x))
 
 
 for _spec in SPECS.values():

@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.core import weights as weights_registry
 from bench.core.errors import CheckpointError
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
+from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
 
 BACKBONE_ID = "passt-s-swa-p16-128-ap476"
 ARCH = "passt_s_swa_p16_128_ap476"
@@ -214,20 +214,24 @@ class PasstClassifier:
         self._passt = network_module()
 
     def __call__(self, waves) -> dict[str, np.ndarray]:
+        return {name: value.cpu().numpy() for name, value in self.forward(waves).items()}
+
+    def forward(self, waves) -> dict:
+        """The same outputs as float32 tensors left on the device (no host sync)."""
         import torch
 
-        x = torch.as_tensor(np.asarray(waves), dtype=torch.float32)
-        if x.ndim != 2 or not MIN_SAMPLES <= x.shape[1] <= MAX_SAMPLES:
+        shape = np.shape(waves)
+        if len(shape) != 2 or not MIN_SAMPLES <= shape[1] <= MAX_SAMPLES:
             raise ValueError(f"PaSST takes [N, n] waveforms at 32 kHz with {MIN_SAMPLES} <= n <= {MAX_SAMPLES}, "
-                             f"got shape {tuple(x.shape)}")
+                             f"got shape {tuple(shape)}")
         # hear21passt prints debug shapes on the first forward of the process while this flag is set.
         self._passt.first_RUN = False
         with torch.inference_mode(), warnings.catch_warnings():
             # PatchEmbed warns whenever the frame count differs from its nominal 998 (10 s gives 1000);
             # the time positional embedding is cut to the input, which is how PaSST handles any length.
             warnings.filterwarnings("ignore", message="Input image size", category=UserWarning)
-            logits, features = self.net(log_mel(x.to(self.device), self.filters).unsqueeze(1))
-        return {"logits": logits.float().cpu().numpy(), "embedding": features.float().cpu().numpy()}
+            logits, features = self.net(log_mel(to_device(waves, self.device), self.filters).unsqueeze(1))
+        return {"logits": logits.float(), "embedding": features.float()}
 
 
 def _library_versions() -> dict:
@@ -254,4 +258,5 @@ def build(choice: WeightsChoice) -> Backbone:
         provenance = {"backbone": BACKBONE_ID, **resolved.provenance()}
     provenance["architecture"] = {"arch": ARCH, **_library_versions()}
     classifier = PasstClassifier(net, device)
-    return Backbone(BACKBONE_ID, {"logits": N_CLASSES, "embedding": EMBED_DIM}, provenance, classifier, device)
+    return Backbone(BACKBONE_ID, {"logits": N_CLASSES, "embedding": EMBED_DIM}, provenance, classifier, device,
+                    embed_tensors=classifier.forward)

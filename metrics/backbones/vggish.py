@@ -18,7 +18,7 @@ from torch import nn
 
 from bench.core import weights as weights_registry
 from bench.core.errors import CheckpointError
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
+from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
 
 
 # ------------------------------------------------------------------------------------------ frontend
@@ -230,19 +230,30 @@ def build_vggish(state_dict: Mapping | None = None, seed: int | None = None) -> 
     return model.eval()
 
 
+def _checked(examples) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(examples) if not isinstance(examples, torch.Tensor) else examples,
+                        dtype=torch.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 96, 64):
+        raise ValueError(f"expected examples of shape [N, 1, 96, 64], got {tuple(x.shape)}")
+    return x
+
+
+def forward(model: VGGish, examples) -> torch.Tensor:
+    """Float32 ``[N, 128]`` embeddings of ``[N, 1, 96, 64]`` examples in one batch, left on the model's device."""
+    x = _checked(examples)
+    param = next(model.parameters())
+    with torch.inference_mode():
+        return model(to_device(x, str(param.device)).to(param.dtype)).float()
+
+
 def embed(model: VGGish, examples, batch_size: int = 64) -> np.ndarray:
     """Float32 ``[N, 128]`` embeddings of ``[N, 1, 96, 64]`` examples, computed in batches."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = torch.as_tensor(examples, dtype=torch.float32)
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 96, 64):
-        raise ValueError(f"expected examples of shape [N, 1, 96, 64], got {tuple(x.shape)}")
-    param = next(model.parameters())
+    x = _checked(examples)
     out = [np.zeros((0, EMBEDDING_DIM), dtype=np.float32)]
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            batch = x[start:start + batch_size].to(param.device, param.dtype)
-            out.append(model(batch).float().cpu().numpy())
+    for start in range(0, x.shape[0], batch_size):
+        out.append(forward(model, x[start:start + batch_size]).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -276,4 +287,4 @@ def build(choice: WeightsChoice) -> Backbone:
         provenance = {"backbone": "vggish", **resolved.provenance()}
     model = model.to(device)
     return Backbone("vggish", {"embedding": 128}, provenance, lambda x: {"embedding": embed(model, x)},
-                    device)
+                    device, embed_tensors=lambda x: {"embedding": forward(model, x)})
