@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -240,8 +241,13 @@ def score(metric_ids: list[str], generated, reference, options: ScoreOptions) ->
     needs_ref = [m.id for m in metrics if m.needs_reference]
     if needs_ref and reference is None:
         raise ConfigError(f"{', '.join(needs_ref)} compare against a reference set: give --reference")
+    def say(message: str) -> None:  # every step that can take long says so (stderr, like the bars)
+        if options.progress:
+            tqdm.write(message, file=sys.stderr)
+
     results = []
     for metric in metrics:
+        say(f"{metric.id}: loading backbone {metric.protocol.backbone}")
         backbone = load_backbone(metric.protocol.backbone, options.weights)
         gen = embed_set(generated, metric.protocol, backbone, options, "generated")
         _require_outputs(gen, "generated", metric)
@@ -250,9 +256,11 @@ def score(metric_ids: list[str], generated, reference, options: ScoreOptions) ->
             ref = embed_set(reference, metric.protocol, backbone, options, "reference")
             _require_outputs(ref, "reference", metric)
         if metric.kind == "text-audio":
+            say(f"{metric.id}: embedding {len(gen.captions)} captions")
             gen.text = embed_captions(gen, metric.protocol, backbone, options)
         if metric.kind == "caption":
             gen.references = [c.references for c in generated.clips]
+        say(f"{metric.id}: computing" + (f" (bootstrap {options.bootstrap} resamples)" if options.bootstrap else ""))
         try:
             computed = metric.compute(gen, ref, options)
         except ArithmeticError as exc:

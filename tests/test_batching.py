@@ -136,3 +136,14 @@ def test_outputs_come_back_in_example_order_across_shape_groups():
     out = embed_clip(fake, examples, 2)["sum"][:, 0]
     assert out.tolist() == [i * len(x) for i, x in enumerate(examples)]
     assert embed_clip(fake, [], 2)["sum"].shape == (0, 1)
+
+
+def test_every_long_step_reports_progress(mixed, tmp_path, capsys):
+    from bench.scoring import score
+
+    opts = ScoreOptions(weights=WEIGHTS, cache_root=tmp_path, batch_size=4, bootstrap=5, progress=True)
+    score(["fad-vggish@audioldm"], mixed, mixed, opts)
+    err = capsys.readouterr().err
+    assert "fad-vggish@audioldm: loading backbone vggish" in err
+    assert "fad-vggish@audioldm: computing (bootstrap 5 resamples)" in err
+    assert "vggish@audioldm generated" in err and f"{len(mixed)}/{len(mixed)}" in err
