@@ -29,12 +29,16 @@ def mixed(tmp_path_factory):
 
 
 class Counting:
-    """Wraps a backbone's embed: the batch shapes it ran."""
+    """Wraps a backbone's forward (embed_tensors, which scoring prefers, or embed): the batch shapes it ran."""
 
     def __init__(self, backbone):
         self.shapes = []
-        self._embed = backbone.embed
-        self.backbone = dataclasses.replace(backbone, embed=self)
+        if backbone.embed_tensors is not None:
+            self._embed = backbone.embed_tensors
+            self.backbone = dataclasses.replace(backbone, embed_tensors=self)
+        else:
+            self._embed = backbone.embed
+            self.backbone = dataclasses.replace(backbone, embed=self)
 
     def __call__(self, batch):
         self.shapes.append(batch.shape)

@@ -64,7 +64,8 @@ def test_rescoring_comes_from_the_cache(sets, cache_dir, monkeypatch):
     from metrics.backbones import base
 
     for backbone in base._LOADED.values():
-        monkeypatch.setattr(backbone, "embed", lambda x: pytest.fail("embedded again despite a warm cache"))
+        for forward in ("embed", "embed_tensors"):
+            monkeypatch.setattr(backbone, forward, lambda x: pytest.fail("embedded again despite a warm cache"))
     again = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
     assert again == first
 
