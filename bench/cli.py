@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   bench select --generated gen.jsonl --top-k 1 --out best.jsonl   (SPICE + CIDEr-D, Diffsound)
   bench run my_suite.toml --executor ray --ray-address auto      fan out over a Ray cluster
   bench run my_suite.toml --check-determinism | bench sync bench-results/my_suite
+  bench listen create bench-results/my_suite --protocol mos-ovl-rel --raters 10 --out study/ (then serve, score)
 exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results saved but not tracked
 (push them with `bench sync`), 4 --check-determinism found differences"""
 
@@ -251,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.select import add_parser as add_select_parser
     add_select_parser(sub)
+
+    from bench.listen.cli import add_parser as add_listen_parser
+    add_listen_parser(sub)
     return parser
 
 

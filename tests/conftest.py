@@ -25,3 +25,45 @@ def write_clips(directory, clips):
     for clip_id, (wave, rate) in clips.items():
         write_audio(directory / f"{clip_id}.wav", wave, rate)
     return directory
+
+
+LISTENING_SUITE = """
+name = "tiny-listen"
+metrics = ["fad-vggish@audioldm"]
+[reference]
+builtin = "synthetic"
+n_clips = 6
+duration_s = 1.0
+[generation]
+duration_s = 1.0
+[[generators]]
+name = "reference"
+[[generators]]
+name = "noise"
+[[generators]]
+name = "silence"
+[weights]
+mode = "untrained"
+[scoring]
+bootstrap = 10
+"""
+
+
+@pytest.fixture(scope="session")
+def listening_results(tmp_path_factory):
+    """A finished tiny suite (reference, noise, silence on 6 synthetic 1 s clips) for listening studies."""
+    from bench.cli import main
+
+    root = tmp_path_factory.mktemp("listening-suite")
+    (root / "suite.toml").write_text(LISTENING_SUITE)
+    old = os.environ.get("BENCH_CACHE_DIR")
+    os.environ["BENCH_CACHE_DIR"] = str(root / "cache")
+    try:
+        assert main(["run", str(root / "suite.toml"), "--out", str(root / "results"), "--quiet",
+                     "--no-tracking"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("BENCH_CACHE_DIR")
+        else:
+            os.environ["BENCH_CACHE_DIR"] = old
+    return root / "results"
