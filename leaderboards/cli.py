@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   bench leaderboard --experiment quickstart --format html --out board.html
   bench leaderboard --records results/ --format latex --group-by label,steps --ci sub --out table.tex
   bench leaderboard --records results/ --layout rates --metrics fad-vggish@audioldm --plots figures/
+  bench leaderboard --records results/ study/records      (FAD & co. with MOS OVL/REL from `bench listen`)
 
 rows: by default one per suite cell (the label and every field that varies). Fields left out of
 --group-by are averaged over: e.g. `--group-by label,steps` shows the mean over seeds, n, and a
@@ -34,7 +35,7 @@ def cmd_leaderboard(args) -> int:
     from leaderboards.table import build_table
 
     if args.records:
-        records = load_records(args.records)
+        records = [r for path in args.records for r in load_records(path)]
         default_title = f"{records[0].suite['name']} leaderboard"
     else:
         records = load_mlflow_records(args.experiment, args.tracking_uri)
@@ -74,7 +75,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="tables (md, latex, html, csv) and plots from recorded runs",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = lb.add_mutually_exclusive_group(required=True)
-    source.add_argument("--records", help="results directory of `bench run`, its records/ folder, or one record")
+    source.add_argument("--records", nargs="+", metavar="PATH",
+                        help="results directories of `bench run`, records/ folders or record files (several: "
+                        "e.g. a suite's results and its listening study's records, `bench listen score`)")
     source.add_argument("--experiment", help="MLflow experiment name (records read from its runs' record.json)")
     lb.add_argument("--tracking-uri", help="MLflow tracking URI for --experiment (default: $MLFLOW_TRACKING_URI, "
                     "else bench-results/EXPERIMENT/mlflow.db)")

@@ -153,7 +153,8 @@ def _details(table: Table, row: Row, width: int) -> str:
             continue
         interval = ""
         if v.has_ci:
-            kind = "bootstrap over clips" if v.interval == "bootstrap" else f"Student-t over {v.n} seeds"
+            kind = {"bootstrap": "bootstrap over clips", "raters-items": "bootstrap over raters and items"}.get(
+                v.interval, f"Student-t over {v.n} seeds")
             interval = f", {v.level:.0%} CI [{v.low!r}, {v.high!r}] ({kind})"
         items.append(f"<li><code>{escape(col.key)}</code> = {v.value!r}{escape(interval)}; "
                      f"{escape(_metric_tooltip(col))}</li>")
@@ -169,6 +170,8 @@ def _notes(table: Table) -> str:
     if levels:
         notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} bootstrap intervals over clips "
                      "(bias-shifted percentile).")
+    if table.ci_levels("raters-items"):
+        notes.append("Listening tests: two-way bootstrap intervals over raters and items.")
     if table.ci_levels("seeds"):
         notes.append("Rows averaged over several cells (seeds): mean with a Student-t interval over them.")
     if any(v.rank for r in table.rows for v in r.values.values()):

@@ -107,6 +107,10 @@ def _caption(table: Table, ci: str, caption: str | None) -> str:
         if levels:
             parts.append(how.format(f"{'/'.join(f'{lv:.0%}' for lv in levels)} bootstrap interval over clips")
                          .replace("%", r"\%"))
+        listening = table.ci_levels("raters-items")
+        if listening:
+            parts.append(f"Listening-test columns: {'/'.join(f'{lv:.0%}' for lv in listening)} two-way bootstrap "
+                         "interval over raters and items.".replace("%", r"\%"))
         if table.ci_levels("seeds"):
             seeds = "/".join(f"{lv:.0%}" for lv in table.ci_levels("seeds")).replace("%", r"\%")
             parts.append(f"Rows with $n>1$: mean over $n$ cells (seeds) with a {seeds} Student-t interval over them.")

@@ -77,6 +77,10 @@ def _notes(table: Table) -> list[str]:
     if levels:
         notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} bootstrap "
                      "intervals over clips (bias-shifted percentile; see each record).")
+    listening = table.ci_levels("raters-items")
+    if listening:
+        notes.append(f"Listening tests: {', '.join(f'{lv:.0%}' for lv in listening)} two-way bootstrap intervals "
+                     "over raters and items (see each record).")
     seed_levels = table.ci_levels("seeds")
     if seed_levels:
         notes.append(f"Rows with n > 1: mean over n cells (seeds), bracketed by a "
@@ -89,6 +93,7 @@ def _notes(table: Table) -> list[str]:
         p, b = col.provenance, col.provenance["backbone_card"]
         weights = (f"**UNTRAINED** {b.get('backbone')} (seeded random weights, seed {b.get('seed')}): "
                    "not comparable to published numbers" if col.untrained else
+                   p["backbone"] if b.get("weights") == "human" else
                    f"{b.get('backbone')} `{b.get('file')}` sha256 `{(b.get('sha256') or 'unknown')[:16]}…`"
                    + (" (trained here with `bench train-evaluator`)" if b.get("weights") == "trained" else ""))
         notes.append(f"- `{col.key}` (v{p['version']}; {p['lineage']}): protocol {p['protocol']}, {weights}.")

@@ -61,7 +61,9 @@ class Value:
     high: float | None = None
     level: float | None = None
     n: int = 1  # records averaged into this value
-    interval: str | None = None  # "bootstrap" (one record's CI) | "seeds" (t-interval over n records)
+    # "bootstrap" (one record's CI over clips) | "raters-items" (one listening record's CI over raters and
+    # items) | "seeds" (t-interval over n records)
+    interval: str | None = None
     rank: int | None = None  # 1: best of its column (and section), 2: second
 
     @property
@@ -156,6 +158,8 @@ def backbone_text(result: dict) -> str:
     if result.get("untrained"):
         return f"UNTRAINED {name} (seeded random weights, seed {b.get('seed')})"
     sha = b.get("sha256") or "unknown"
+    if b.get("weights") == "human":  # a listening test (bench listen): the study stands for the checkpoint
+        return f"{name}, listening study {sha[:16]}"
     trained = " (trained here)" if b.get("weights") == "trained" else ""  # bench train-evaluator
     return f"{name} {b.get('file') or '?'} sha256 {sha[:16]}{trained}"
 
@@ -227,8 +231,8 @@ def _aggregate(values: list[float], results: list[dict] | None = None) -> Value:
     """One record: its value and bootstrap CI. Several: mean and a t-interval over them."""
     if len(values) == 1:
         ci = (results[0].get("ci") if results else None) or {}
-        return Value(values[0], ci.get("low"), ci.get("high"), ci.get("level"), 1,
-                     "bootstrap" if ci else None)
+        kind = "raters-items" if ci.get("over") == "raters and items" else "bootstrap"
+        return Value(values[0], ci.get("low"), ci.get("high"), ci.get("level"), 1, kind if ci else None)
     from scipy import stats
 
     n = len(values)
@@ -331,8 +335,10 @@ def build_table(records: list[RunRecord], layout: str = "models", metrics: list[
                 continue
             if v is not None:
                 values[col.key] = v
+        # A listening record (bench listen) rates one suite cell: it adds columns to that cell, not a cell.
+        cells = list(dict.fromkeys(m.scored_cell for m in members))
         rows.append(Row(section=_cell_value(members[0], "label") if axis else None, fields=fields, values=values,
-                        cells=[m.cell_id for m in members], n=len(members)))
+                        cells=cells, n=len(cells)))
 
     if axis:
         order = list(dict.fromkeys(r.section for r in rows))

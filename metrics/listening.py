@@ -131,7 +131,7 @@ def attention_screening(checks: dict, max_fail_fraction: float = 0.25) -> dict:
         answers = checks[rater]
         failed = [s for s, lo, hi in answers if not lo <= s <= hi]
         if answers and len(failed) / len(answers) > max_fail_fraction:
-            excluded[rater] = (f"failed {len(failed)} of {len(answers)} attention checks (more than "
+            excluded[rater] = (f"failed {len(failed)} of {len(answers)} attention-check answers (more than "
                                f"{max_fail_fraction:.0%}; gave {', '.join(f'{s:g}' for s in failed)})")
     return excluded
 

@@ -32,7 +32,7 @@ name = "tiny-listen"
 metrics = ["fad-vggish@audioldm"]
 [reference]
 builtin = "synthetic"
-n_clips = 6
+n_clips = 4
 duration_s = 1.0
 [generation]
 duration_s = 1.0
@@ -51,7 +51,7 @@ bootstrap = 10
 
 @pytest.fixture(scope="session")
 def listening_results(tmp_path_factory):
-    """A finished tiny suite (reference, noise, silence on 6 synthetic 1 s clips) for listening studies."""
+    """A finished tiny suite (reference, noise, silence on 4 synthetic 1 s clips) for listening studies."""
     from bench.cli import main
 
     root = tmp_path_factory.mktemp("listening-suite")

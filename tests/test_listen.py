@@ -242,7 +242,7 @@ def test_score_screens_raters_and_writes_records(mos_study, listening_results, c
     study, given = _simulate_web_raters(mos_study)
     summary, records = score_study(mos_study, n_resamples=200)
     assert list(summary["raters"]["excluded"]) == ["rater-004"]
-    assert "failed 2 of 2 attention checks" in summary["raters"]["excluded"]["rater-004"]
+    assert "failed 4 of 4 attention-check answers" in summary["raters"]["excluded"]["rater-004"]
     assert summary["raters"]["kept"] == 3 and summary["n_answers"] == sum(len(g) for g in given.values())
     by_label = {r["cell"]["label"]: {m["key"]: m for m in r["metrics"]} for r in records}
     assert set(by_label) == {"reference", "noise", "silence"}
@@ -264,15 +264,15 @@ def test_score_screens_raters_and_writes_records(mos_study, listening_results, c
     assert main(["leaderboard", "--records", str(listening_results), str(mos_study / "records"),
                  "--info", "none"]) == 0
     table = capsys.readouterr().out
-    header = next(line for line in table.splitlines() if line.startswith("| Model"))
+    header = next(line for line in table.splitlines() if line.startswith("| generator"))
     assert "fad-vggish@audioldm[untrained]" in header and "mos-ovl@listening ↑" in header
     assert "mos-rel@listening" in header and "| n |" not in header
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "Model" not in line
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "generator" not in line
             and not line.startswith("| :")]
     assert len(rows) == 3
     ref_row = next(line for line in rows if line.startswith("| reference"))
     ovl = by_label["reference"]["mos-ovl@listening"]
-    assert f"{ovl['value']:.2f} [{ovl['ci']['low']:.2f}, {ovl['ci']['high']:.2f}]" in ref_row
+    assert f"**{ovl['value']:.2f}** [{ovl['ci']['low']:.2f}, {ovl['ci']['high']:.2f}]" in ref_row  # best: bold
 
 
 def test_score_logs_records_to_mlflow(mos_study, tmp_path):

@@ -71,7 +71,7 @@ def test_attention_screening_removes_inattentive_raters():
     assert set(excluded) <= inattentive
     assert len(excluded) >= 17
     reason = excluded[sorted(excluded)[0]]
-    assert "attention checks" in reason and "of 6" in reason
+    assert "attention-check answers" in reason and "of 6" in reason
 
 
 def test_screening_restores_means_of_attentive_raters():

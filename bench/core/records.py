@@ -6,7 +6,7 @@ read (`_upgrade`), so records written by earlier releases stay readable.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from bench.core.cache import atomic_write_json
@@ -33,6 +33,9 @@ class RunRecord:
     git_revision: str | None
     versions: dict
     timing: dict
+    # Listening-test records only (bench listen score): the study's fingerprint and protocol, n_raters,
+    # n_ratings, excluded raters, and `rates_cell`: the suite cell whose row these human ratings join.
+    listening: dict | None = None
 
     @property
     def label(self) -> str:
@@ -46,13 +49,18 @@ class RunRecord:
     def generator_untrained(self) -> bool:
         return bool(self.generation.get("untrained"))
 
+    @property
+    def scored_cell(self) -> str:
+        """The suite cell this record scores: its own, or the one a listening test rated."""
+        return self.listening["rates_cell"] if self.listening else self.cell_id
+
     def result(self, metric_id: str) -> dict | None:
         """The result of a metric by id (`fad-vggish@audioldm`) or key (`...[untrained]`), if present."""
         return next((r for r in self.metrics if metric_id in (r["metric"], r["key"])), None)
 
     def to_dict(self) -> dict:
         return {f.name: list(self.metrics) if f.name == "metrics" else getattr(self, f.name)
-                for f in fields(self)}
+                for f in fields(self) if not (f.name == "listening" and self.listening is None)}
 
     def comparable(self) -> dict:
         """The record without its wall-clock fields: equal for identical runs on the same machine."""
@@ -64,10 +72,10 @@ class RunRecord:
             raise BenchError(f"{source}: not a RunRecord (expected schema {SCHEMA!r})")
         data = _UPGRADES[data["schema"]](data)
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
         if missing:
             raise BenchError(f"{source}: RunRecord lacks field(s) {', '.join(missing)}")
-        return cls(**{n: tuple(data[n]) if n == "metrics" else data[n] for n in names})
+        return cls(**{n: tuple(data[n]) if n == "metrics" else data[n] for n in names if n in data})
 
 
 def _upgrade_v1(data: dict) -> dict:

@@ -112,7 +112,7 @@ def _result(study: dict, summary: dict, question: dict, condition: dict) -> dict
         "precision": 2 if protocol["kind"] == "mos" else 1,
         "value": s["mean"],
         "ci": {"low": s["low"], "high": s["high"], "level": s["level"], "n_resamples": s["n_resamples"],
-               "seed": s["seed"], "method": s["method"]},
+               "seed": s["seed"], "method": s["method"], "over": "raters and items"},
         "n_raters": s["n_raters"], "n_ratings": s["n_ratings"], "n_items": s["n_items"],
         "protocol": {"id": protocol["name"], "version": protocol["version"], "kind": protocol["kind"],
                      "question": question["text"], "scale": [lo, hi]},

@@ -158,7 +158,7 @@ def create_study(results_dir: Path, protocol_spec: str, clips_per_rater: int, n_
                 c = (n + r) % n_cond
                 trials.append({"item": item, "clips": [clip_for(c, item, "rated", condition_audio(c, item))]})
             else:
-                shown = [clip_for(c, item, "rated", condition_audio(c, item)) for c in rng.permutation(n_cond)]
+                shown = [clip_for(int(c), item, "rated", condition_audio(int(c), item)) for c in rng.permutation(n_cond)]
                 trials.append({"item": item, "clips": shown,
                                "reference": clip_for(None, item, "open-reference", lambda: reference_audio(item))})
         trials = [trials[k] for k in rng.permutation(len(trials))]
