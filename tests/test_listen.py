@@ -123,6 +123,11 @@ def test_protocol_toml_validation(tmp_path):
         load_protocol(str(bad))
     with pytest.raises(ConfigError, match="neither a built-in"):
         load_protocol("mos-nope")
+    # A failed create leaves neither a study nor a half-built folder behind.
+    (tmp_path / "empty-results").mkdir()
+    with pytest.raises(BenchError, match="no RunRecords"):
+        create_study(tmp_path / "empty-results", "mos-ovl", 2, 2, tmp_path / "study")
+    assert not (tmp_path / "study").exists() and not list(tmp_path.glob(".study.building-*"))
 
 
 def test_app_answers_resume_and_duplicates(mos_study):
@@ -244,6 +249,7 @@ def test_score_screens_raters_and_writes_records(mos_study, listening_results, c
     assert list(summary["raters"]["excluded"]) == ["rater-004"]
     assert "failed 4 of 4 attention-check answers" in summary["raters"]["excluded"]["rater-004"]
     assert summary["raters"]["kept"] == 3 and summary["n_answers"] == sum(len(g) for g in given.values())
+    assert summary["raters"]["not_screened"] == []
     by_label = {r["cell"]["label"]: {m["key"]: m for m in r["metrics"]} for r in records}
     assert set(by_label) == {"reference", "noise", "silence"}
     for label, result in by_label.items():

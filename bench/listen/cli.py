@@ -60,6 +60,9 @@ def cmd_score(args) -> int:
     print(f"raters: {summary['raters']['kept']} kept, {len(excluded)} excluded")
     for rater, reason in excluded.items():
         print(f"  excluded {rater}: {reason}")
+    if summary["raters"]["not_screened"]:
+        print(f"  not screened (no attention-check / hidden-reference answers): "
+              f"{', '.join(summary['raters']['not_screened'])}")
     print(f"records: {Path(args.study) / 'records'} ({len(records)})   summary: {Path(args.study) / 'score.json'}")
     if args.no_tracking:
         return 0

@@ -38,7 +38,8 @@ def listening_cell_id(cell_id: str) -> str:
     return f"{cell_id}+listening"
 
 
-def _screen(study: dict, answers: list[dict]) -> dict[str, str]:
+def _screen(study: dict, answers: list[dict]) -> tuple[dict[str, str], set[str]]:
+    """(excluded rater -> reason, raters the screening could check at all)."""
     protocol, clips, conditions = study["protocol"], study["clips"], study["conditions"]
     if protocol["kind"] == "mos":
         lo, hi = protocol["attention_expect"]
@@ -46,7 +47,7 @@ def _screen(study: dict, answers: list[dict]) -> dict[str, str]:
         for a in answers:
             if clips[a["clip"]]["role"] == "attention":
                 checks[a["rater"]].append((a["score"], lo, hi))
-        return attention_screening(dict(checks), protocol["attention_max_fail_fraction"])
+        return attention_screening(dict(checks), protocol["attention_max_fail_fraction"]), set(checks)
     hidden = next(k for k, c in enumerate(conditions) if c["kind"] == "hidden-reference")
     mid = max((k for k, c in enumerate(conditions) if c["kind"] == "anchor"),
               key=lambda k: conditions[k]["cutoff_hz"])
@@ -57,7 +58,7 @@ def _screen(study: dict, answers: list[dict]) -> dict[str, str]:
             reference[a["rater"]].append(a["score"])
         elif condition == mid:
             anchor[a["rater"]].append(a["score"])
-    return mushra_post_screening(dict(reference), dict(anchor))
+    return mushra_post_screening(dict(reference), dict(anchor)), set(reference)
 
 
 def aggregate(study: dict, answers: list[dict], n_resamples: int = 1000, seed: int = 0,
@@ -68,7 +69,7 @@ def aggregate(study: dict, answers: list[dict], n_resamples: int = 1000, seed: i
     if unknown:
         raise BenchError(f"ratings database holds answers for clips not in study.json (e.g. {unknown[0]}); "
                          "it belongs to another study")
-    excluded = _screen(study, answers)
+    excluded, screened = _screen(study, answers)
     kept = [a for a in answers if a["rater"] not in excluded and clips[a["clip"]]["role"] == "rated"]
     raters = sorted({a["rater"] for a in kept})
     items = sorted({clips[a["clip"]]["item"] for a in kept})
@@ -96,7 +97,9 @@ def aggregate(study: dict, answers: list[dict], n_resamples: int = 1000, seed: i
     all_raters = sorted({a["rater"] for a in answers})
     return {"study_fingerprint": study["fingerprint"], "protocol": protocol["name"],
             "raters": {"answered": len(all_raters), "kept": len(raters),
-                       "excluded": {r: excluded[r] for r in sorted(excluded)}},
+                       "excluded": {r: excluded[r] for r in sorted(excluded)},
+                       # e.g. imported raters whose tool played no attention checks / hidden reference
+                       "not_screened": sorted(set(all_raters) - screened)},
             "n_answers": len(answers), "n_ratings_kept": len(kept), "bootstrap": {"n_resamples": n_resamples,
                                                                                     "seed": seed, "level": level},
             "questions": questions}
@@ -155,7 +158,8 @@ def score_study(study_dir: Path, n_resamples: int = 1000, seed: int = 0, level: 
                   "versions": library_versions(),
                   "listening": {"study_fingerprint": study["fingerprint"], "protocol": study["protocol"],
                                 "n_raters": summary["raters"]["kept"], "n_ratings": summary["n_ratings_kept"],
-                                "excluded_raters": summary["raters"]["excluded"]}}
+                                "excluded_raters": summary["raters"]["excluded"],
+                                "not_screened_raters": summary["raters"]["not_screened"]}}
         write_record(study_dir / RECORDS_DIR / f"{record['cell_id']}.json", record)
         records.append(record)
     return summary, records

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -70,12 +71,28 @@ def _lowpass(waveform: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
 
 def create_study(results_dir: Path, protocol_spec: str, clips_per_rater: int, n_raters: int, out: Path,
                  seed: int = 0) -> dict:
-    results_dir, out = Path(results_dir), Path(out)
-    protocol = load_protocol(protocol_spec)
+    """Build the study in a hidden sibling folder and rename it into place: a failed create leaves nothing."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BenchError(f"{out} exists and is not empty; a study is never overwritten (choose another --out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        study = _build_study(Path(results_dir), load_protocol(protocol_spec), clips_per_rater, n_raters,
+                             building, seed)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.rename(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return study
+
+
+def _build_study(results_dir: Path, protocol: dict, clips_per_rater: int, n_raters: int, out: Path,
+                 seed: int) -> dict:
     if clips_per_rater < 1 or n_raters < 1:
         raise ConfigError("--clips-per-rater and --raters must be >= 1")
-    if out.exists() and any(out.iterdir()):
-        raise BenchError(f"{out} exists and is not empty; a study is never overwritten (choose another --out)")
     records = load_records(results_dir)
     fingerprints = {r["reference"]["fingerprint"] for r in records}
     if len(fingerprints) > 1:
@@ -109,7 +126,7 @@ def create_study(results_dir: Path, protocol_spec: str, clips_per_rater: int, n_
     items = [item_ids[k] for k in order]
     captions = {i: next(iter(generated.values())).by_id()[i].caption or "" for i in items}
 
-    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "audio").mkdir()
     clips: dict[str, dict] = {}
     made: dict[tuple, str] = {}
     ref_cache: dict[str, tuple[np.ndarray, int]] = {}
