@@ -110,6 +110,19 @@ def test_mushra_study_has_hidden_reference_and_lowpass_anchors(listening_results
         assert f.read() == (tmp_path / "m" / "audio" / f"{by_kind['hidden-reference']}.wav").read_bytes()
 
 
+def test_mos_with_hidden_reference(listening_results, tmp_path, capsys):
+    assert main(["listen", "create", str(listening_results), "--protocol", "mos-ovl", "--clips-per-rater", "4",
+                 "--raters", "2", "--hidden-reference", "--out", str(tmp_path / "h")]) == 0
+    assert "4 conditions" in capsys.readouterr().out
+    study = load_study(tmp_path / "h")
+    assert study["conditions"][-1]["kind"] == "hidden-reference"
+    hidden = [n for n, c in study["clips"].items() if c["condition"] == 3]
+    assert hidden and all(c["role"] == "rated" for n, c in study["clips"].items() if n in hidden)
+    counts = np.bincount([study["clips"][t["clips"][0]]["condition"] for t in study["raters"][0]["trials"]
+                          if not t.get("attention")], minlength=4)
+    assert counts.tolist() == [1, 1, 1, 1]
+
+
 def test_protocol_toml_validation(tmp_path):
     good = tmp_path / "p.toml"
     good.write_text('name = "x"\nkind = "mos"\n[[questions]]\nid = "noisy"\ntext = "How noisy?"\n')
@@ -184,7 +197,8 @@ def test_app_security(mos_study):
     assert client.post(f"{link_a}/answer", data=form_a).status_code == 303
     hijack = {**form_a, f"answer:{clips_a[0]}:ovl": "1"}
     assert client.post(f"{link_b}/answer", data=hijack).status_code in (400, 404)
-    assert client.post(f"/r/{token_a[:-1]}X/answer", data=hijack).status_code == 404
+    near_miss = token_a[:-1] + ("A" if token_a[-1] != "A" else "B")
+    assert client.post(f"/r/{near_miss}/answer", data=hijack).status_code == 404
     with store.connect(mos_study / "ratings.sqlite") as conn:
         rows = store.all_answers(conn)
     assert {(r["rater"], r["score"]) for r in rows} == {(rid_a, 4.0)}

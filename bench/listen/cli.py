@@ -19,7 +19,7 @@ def cmd_create(args) -> int:
     from bench.listen.study import LINKS_FILE, create_study
 
     study = create_study(Path(args.results_dir), args.protocol, args.clips_per_rater, args.raters,
-                         Path(args.out), seed=args.seed)
+                         Path(args.out), seed=args.seed, hidden_reference=args.hidden_reference)
     n_clips = len(study["clips"])
     print(f"study {args.out}: protocol {study['protocol']['name']}, {len(study['conditions'])} conditions, "
           f"{len(study['items'])} items, {len(study['raters'])} raters x {len(study['raters'][0]['trials'])} "
@@ -93,6 +93,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--clips-per-rater", type=int, default=20, help="rated pages per rater (attention checks extra)")
     c.add_argument("--raters", type=int, default=10, help="number of rater links")
     c.add_argument("--seed", type=int, default=0, help="seeds the assignment, order and file names")
+    c.add_argument("--hidden-reference", action="store_true",
+                   help="MOS: also rate the reference recordings, blind, as one more condition (MUSHRA always does)")
     c.add_argument("--out", required=True, help="new study folder")
     c.set_defaults(func=cmd_create)
 

@@ -8,7 +8,8 @@ The study folder holds
   name or URL tells which system made it.
 - `ratings.sqlite`: raters (token hashes) and answers; `links.txt` (mode 0600): one secret link per rater.
 
-Balance: rater r's n-th rated trial uses item (r * clips_per_rater + n) mod n_items and, for MOS,
+MOS studies can add the suite's reference recordings as one more condition (`--hidden-reference`);
+MUSHRA always has them. Balance: rater r's n-th rated trial uses item (r * clips_per_rater + n) mod n_items and, for MOS,
 condition (n + r) mod n_conditions, so every rater hears every system about equally often and the
 item-system pairs rotate across raters; trial order is then shuffled per rater. MOS raters also get
 `attention_checks` noise clips at random positions (not first) that must be rated low.
@@ -70,7 +71,7 @@ def _lowpass(waveform: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
 
 
 def create_study(results_dir: Path, protocol_spec: str, clips_per_rater: int, n_raters: int, out: Path,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, hidden_reference: bool = False) -> dict:
     """Build the study in a hidden sibling folder and rename it into place: a failed create leaves nothing."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -79,7 +80,7 @@ def create_study(results_dir: Path, protocol_spec: str, clips_per_rater: int, n_
     building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     try:
         study = _build_study(Path(results_dir), load_protocol(protocol_spec), clips_per_rater, n_raters,
-                             building, seed)
+                             building, seed, hidden_reference)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.rename(building, out)
@@ -90,7 +91,7 @@ def create_study(results_dir: Path, protocol_spec: str, clips_per_rater: int, n_
 
 
 def _build_study(results_dir: Path, protocol: dict, clips_per_rater: int, n_raters: int, out: Path,
-                 seed: int) -> dict:
+                 seed: int, hidden_reference: bool) -> dict:
     if clips_per_rater < 1 or n_raters < 1:
         raise ConfigError("--clips-per-rater and --raters must be >= 1")
     records = load_records(results_dir)
@@ -109,16 +110,18 @@ def _build_study(results_dir: Path, protocol: dict, clips_per_rater: int, n_rate
     if not item_ids:
         raise BenchError(f"{results_dir}: no clip id is common to every cell; nothing to compare")
     kind = protocol["kind"]
-    reference = _open_reference(records[0]["reference"], results_dir) if kind == "mushra" else None
+    hidden_reference = hidden_reference or kind == "mushra"
+    reference = _open_reference(records[0]["reference"], results_dir) if hidden_reference else None
     if reference is not None:
         missing = [i for i in item_ids if i.split("#")[0] not in reference.by_id()]
         if missing:
-            raise BenchError(f"MUSHRA needs a reference clip per item; {len(missing)} items have none in "
-                             f"{reference.source} (e.g. {missing[0]!r})")
+            raise BenchError(f"a hidden reference needs a reference clip per item; {len(missing)} items have "
+                             f"none in {reference.source} (e.g. {missing[0]!r})")
 
     conditions = [{"kind": "system", "cell_id": r["cell_id"], "label": r["cell"]["label"]} for r in records]
-    if kind == "mushra":
+    if hidden_reference:  # the reference recording, rated blind like any system
         conditions += [{"kind": "hidden-reference", "label": "hidden reference"}]
+    if kind == "mushra":
         conditions += [{"kind": "anchor", "label": f"anchor {hz / 1000:g} kHz low-pass", "cutoff_hz": hz}
                        for hz in protocol["anchors_hz"]]
     rng = np.random.default_rng(seed)
@@ -189,6 +192,7 @@ def _build_study(results_dir: Path, protocol: dict, clips_per_rater: int, n_rate
         raters.append({"id": f"rater-{r + 1:03d}", "trials": trials})
 
     study = {"schema": SCHEMA, "protocol": protocol, "seed": seed, "clips_per_rater": clips_per_rater,
+             "hidden_reference": hidden_reference,
              "source": {"results_dir": str(results_dir.resolve()),
                         "suite": records[0].get("suite"), "reference": records[0]["reference"],
                         "records": {r["cell_id"]: {k: r.get(k) for k in RECORD_FIELDS} for r in records}},
