@@ -13,6 +13,7 @@ import soundfile as sf
 from bench.cli import main
 from bench.core.cache import stable_hash
 from bench.core.errors import BenchError, ConfigError, ManifestError
+from bench.core.records import read_record
 from bench.listen import store
 from bench.listen.app import make_app
 from bench.listen.importer import import_ratings
@@ -264,7 +265,7 @@ def test_score_screens_raters_and_writes_records(mos_study, listening_results, c
     assert "failed 4 of 4 attention-check answers" in summary["raters"]["excluded"]["rater-004"]
     assert summary["raters"]["kept"] == 3 and summary["n_answers"] == sum(len(g) for g in given.values())
     assert summary["raters"]["not_screened"] == []
-    by_label = {r["cell"]["label"]: {m["key"]: m for m in r["metrics"]} for r in records}
+    by_label = {r.label: {m["key"]: m for m in r.metrics} for r in records}
     assert set(by_label) == {"reference", "noise", "silence"}
     for label, result in by_label.items():
         ovl, rel = result["mos-ovl@listening"], result["mos-rel@listening"]
@@ -272,11 +273,12 @@ def test_score_screens_raters_and_writes_records(mos_study, listening_results, c
         assert abs(rel["value"] - TRUE_REL[label]) < 0.8
         assert ovl["n_raters"] == 3 and ovl["backbone"]["sha256"] == study["fingerprint"]
     assert by_label["reference"]["mos-ovl@listening"]["ci"]["low"] > by_label["noise"]["mos-ovl@listening"]["ci"]["high"]
-    record = records[0]
-    suite_record = json.loads((listening_results / "records" / f"{record['rates_cell']}.json").read_text())
-    assert record["cell"] == suite_record["cell"] and record["reference"] == suite_record["reference"]
-    assert record["listening"]["protocol"]["name"] == "mos-ovl-rel"
-    assert record["listening"]["n_raters"] == 3 and record["listening"]["n_ratings"] == summary["n_ratings_kept"]
+    record = read_record(mos_study / "records" / f"{records[0].cell_id}.json")
+    assert record == records[0] and record.cell_id.endswith("+listening")
+    suite_record = read_record(listening_results / "records" / f"{record.scored_cell}.json")
+    assert record.cell == suite_record.cell and record.reference == suite_record.reference
+    assert record.listening["protocol"]["name"] == "mos-ovl-rel"
+    assert record.listening["n_raters"] == 3 and record.listening["n_ratings"] == summary["n_ratings_kept"]
     alpha = summary["questions"]["ovl"]["agreement"]["krippendorff_alpha_interval"]
     assert alpha is None or alpha > 0.5
 
@@ -304,8 +306,7 @@ def test_score_logs_records_to_mlflow(mos_study, tmp_path):
     assert log_records(mos_study, records, uri, "tiny-listen", log=lambda *a: None) == []
     assert log_records(mos_study, records, uri, "tiny-listen", log=lambda *a: None) == []  # once only
     logged = load_mlflow_records("tiny-listen", uri)
-    assert sorted(r["cell_id"] for r in logged) == sorted(r["cell_id"] for r in records)
-    assert {m["key"] for r in logged for m in r["metrics"]} == {"mos-ovl@listening", "mos-rel@listening"}
+    assert sorted(logged, key=lambda r: r.cell_id) == sorted(records, key=lambda r: r.cell_id)
 
 
 def test_import_external_csv(mos_study, tmp_path):

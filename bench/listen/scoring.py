@@ -20,8 +20,9 @@ import numpy as np
 
 from bench.core.cache import atomic_write_json
 from bench.core.errors import BenchError
+from bench.core.cache import stable_hash
 from bench.core.records import SCHEMA as RECORD_SCHEMA
-from bench.core.records import write_record
+from bench.core.records import RunRecord, write_record
 from bench.core.versions import git_revision, library_versions
 from bench.listen import store
 from bench.listen.protocols import metric_id, scale
@@ -126,7 +127,8 @@ def _result(study: dict, summary: dict, question: dict, condition: dict) -> dict
     }
 
 
-def score_study(study_dir: Path, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[dict, list[dict]]:
+def score_study(study_dir: Path, n_resamples: int = 1000, seed: int = 0,
+                level: float = 0.95) -> tuple[dict, list[RunRecord]]:
     """Aggregate the study's answers; write score.json and one record per suite cell; return both."""
     study_dir = Path(study_dir)
     study = load_study(study_dir)
@@ -151,24 +153,27 @@ def score_study(study_dir: Path, n_resamples: int = 1000, seed: int = 0, level: 
                    if q["conditions"][k]["summary"] is not None]
         if not results:
             continue
-        record = {"schema": RECORD_SCHEMA, "suite": source["suite"],
-                  "cell_id": listening_cell_id(condition["cell_id"]), "rates_cell": condition["cell_id"],
-                  "cell": source["cell"], "generation": source["generation"], "reference": source["reference"],
-                  "metrics": results, "untrained": False, "git_revision": git_revision(),
-                  "versions": library_versions(),
-                  "listening": {"study_fingerprint": study["fingerprint"], "protocol": study["protocol"],
-                                "n_raters": summary["raters"]["kept"], "n_ratings": summary["n_ratings_kept"],
-                                "excluded_raters": summary["raters"]["excluded"],
-                                "not_screened_raters": summary["raters"]["not_screened"]}}
-        write_record(study_dir / RECORDS_DIR / f"{record['cell_id']}.json", record)
+        record = RunRecord(
+            schema=RECORD_SCHEMA, suite=source["suite"], cell_id=listening_cell_id(condition["cell_id"]),
+            # what the numbers depend on: the study, every answer, the bootstrap settings
+            cell_hash=stable_hash({"study": study["fingerprint"], "answers": answers,
+                                   "bootstrap": summary["bootstrap"]}),
+            cell=source["cell"], generation=source["generation"], reference=source["reference"],
+            metrics=tuple(results), untrained=False, git_revision=git_revision(), versions=library_versions(),
+            timing={},
+            listening={"rates_cell": condition["cell_id"], "study_fingerprint": study["fingerprint"],
+                       "protocol": study["protocol"], "n_raters": summary["raters"]["kept"],
+                       "n_ratings": summary["n_ratings_kept"], "excluded_raters": summary["raters"]["excluded"],
+                       "not_screened_raters": summary["raters"]["not_screened"]})
+        write_record(study_dir / RECORDS_DIR / f"{record.cell_id}.json", record)
         records.append(record)
     return summary, records
 
 
 def tracking_target(study: dict, uri: str | None, experiment: str | None) -> tuple[str, str]:
     """Default: where `bench run` logged the suite's cells (their sidecar), else its sqlite store."""
+    from bench.core.mlflow_store import results_store_uri
     from bench.sync import sidecar_path
-    from bench.tracking import default_tracking_uri
 
     results_dir = Path(study["source"]["results_dir"])
     logged = {}
@@ -179,11 +184,11 @@ def tracking_target(study: dict, uri: str | None, experiment: str | None) -> tup
         except (OSError, ValueError):
             continue
     suite_name = (study["source"].get("suite") or {}).get("name") or "listening"
-    return (uri or logged.get("uri") or default_tracking_uri(results_dir),
+    return (uri or logged.get("uri") or results_store_uri(results_dir),
             experiment or logged.get("experiment") or suite_name)
 
 
-def log_records(study_dir: Path, records: list[dict], uri: str | None = None, experiment: str | None = None,
+def log_records(study_dir: Path, records: list[RunRecord], uri: str | None = None, experiment: str | None = None,
                 log=print) -> list[str]:
     """Log each record once to MLflow (bench.sync's idempotent path); return the errors (records stay on disk,
     marked unsynced: push them later with `bench sync STUDY`)."""
@@ -195,7 +200,7 @@ def log_records(study_dir: Path, records: list[dict], uri: str | None = None, ex
     for record in records:
         try:
             run_id = track(record, uri, experiment, Path(study_dir))
-            log(f"logged {record['cell_id']} -> {uri} (experiment {experiment}, run {run_id})")
+            log(f"logged {record.cell_id} -> {uri} (experiment {experiment}, run {run_id})")
         except TrackingError as exc:
             errors.append(f"{exc}; push later with `bench sync {study_dir}`")
             break

@@ -28,7 +28,8 @@ import numpy as np
 import soundfile as sf
 
 from bench.core.cache import atomic_write_json, stable_hash
-from bench.core.clipsets import load_manifest, open_clip_set, open_training_set
+from bench.core.clip_sources import open_clip_set, open_training_set
+from bench.core.clipsets import load_manifest
 from bench.core.errors import BenchError, ConfigError
 from bench.listen import store
 from bench.listen.protocols import load_protocol
@@ -95,30 +96,30 @@ def _build_study(results_dir: Path, protocol: dict, clips_per_rater: int, n_rate
     if clips_per_rater < 1 or n_raters < 1:
         raise ConfigError("--clips-per-rater and --raters must be >= 1")
     records = load_records(results_dir)
-    fingerprints = {r["reference"]["fingerprint"] for r in records}
+    fingerprints = {r.reference["fingerprint"] for r in records}
     if len(fingerprints) > 1:
         raise BenchError(f"{results_dir}: the records use different reference sets; build one study per set")
     generated = {}
     for record in records:
         # `bench run` writes CELLS/ID/generated.jsonl; the recorded path may be relative to where it ran.
-        manifest = results_dir / "cells" / record["cell_id"] / "generated.jsonl"
+        manifest = results_dir / "cells" / record.cell_id / "generated.jsonl"
         if not manifest.is_file():
-            raise BenchError(f"{results_dir}: cell {record['cell_id']} has no generated audio at {manifest}; "
+            raise BenchError(f"{results_dir}: cell {record.cell_id} has no generated audio at {manifest}; "
                              "a listening study needs the suite's generated clips")
-        generated[record["cell_id"]] = load_manifest(manifest)
+        generated[record.cell_id] = load_manifest(manifest)
     item_ids = sorted(set.intersection(*(set(g.by_id()) for g in generated.values())))
     if not item_ids:
         raise BenchError(f"{results_dir}: no clip id is common to every cell; nothing to compare")
     kind = protocol["kind"]
     hidden_reference = hidden_reference or kind == "mushra"
-    reference = _open_reference(records[0]["reference"], results_dir) if hidden_reference else None
+    reference = _open_reference(records[0].reference, results_dir) if hidden_reference else None
     if reference is not None:
         missing = [i for i in item_ids if i.split("#")[0] not in reference.by_id()]
         if missing:
             raise BenchError(f"a hidden reference needs a reference clip per item; {len(missing)} items have "
                              f"none in {reference.source} (e.g. {missing[0]!r})")
 
-    conditions = [{"kind": "system", "cell_id": r["cell_id"], "label": r["cell"]["label"]} for r in records]
+    conditions = [{"kind": "system", "cell_id": r.cell_id, "label": r.label} for r in records]
     if hidden_reference:  # the reference recording, rated blind like any system
         conditions += [{"kind": "hidden-reference", "label": "hidden reference"}]
     if kind == "mushra":
@@ -194,8 +195,8 @@ def _build_study(results_dir: Path, protocol: dict, clips_per_rater: int, n_rate
     study = {"schema": SCHEMA, "protocol": protocol, "seed": seed, "clips_per_rater": clips_per_rater,
              "hidden_reference": hidden_reference,
              "source": {"results_dir": str(results_dir.resolve()),
-                        "suite": records[0].get("suite"), "reference": records[0]["reference"],
-                        "records": {r["cell_id"]: {k: r.get(k) for k in RECORD_FIELDS} for r in records}},
+                        "suite": records[0].suite, "reference": records[0].reference,
+                        "records": {r.cell_id: {k: getattr(r, k) for k in RECORD_FIELDS} for r in records}},
              "conditions": conditions, "items": [{"id": i, "caption": captions[i]} for i in items],
              "clips": clips, "raters": raters}
     study["fingerprint"] = stable_hash({k: v for k, v in study.items() if k != "fingerprint"})
