@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+from bench.core.records import SCHEMA, RunRecord
 from leaderboards.markdown import render
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
@@ -18,10 +19,14 @@ def _result(key, value, untrained, ci=True):
 
 
 def _record(label, seed, results):
-    return {"cell": {"generator": label.split()[0], "label": label, "checkpoint": None, "seed": seed,
-                     "steps": None, "guidance": None, "sample_rate": 16000},
-            "reference": {"name": "synthetic", "kind": "synthetic", "n_clips": 28, "fingerprint": "f" * 64},
-            "metrics": results}
+    return RunRecord(schema=SCHEMA, suite={"name": "golden", "path": None, "hash": "0" * 64},
+                     cell_id=f"{label.split()[0]}_seed{seed}", cell_hash="1" * 64,
+                     cell={"generator": label.split()[0], "label": label, "checkpoint": None, "seed": seed,
+                           "steps": None, "guidance": None, "sample_rate": 16000},
+                     generation={},
+                     reference={"name": "synthetic", "kind": "synthetic", "n_clips": 28, "fingerprint": "f" * 64},
+                     metrics=tuple(results), untrained=any(r["untrained"] for r in results), git_revision=None,
+                     versions={}, timing={})
 
 
 def test_markdown_matches_golden():
