@@ -162,10 +162,19 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from bench.core.versions import git_revision, library_versions
+
+    revision = git_revision()
+    return (f"{library_versions()['bench-harness'] or '(not installed)'}"
+            + (f" (git {revision[:12]}{'-dirty' if revision.endswith('-dirty') else ''})" if revision else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark harness for text-to-audio and "
                                      "text-to-music generation.", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--cache-dir", help="cache root for weights, generated audio and embeddings "
                         "(default: $BENCH_CACHE_DIR or ~/.cache/bench)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from bench.core.config import parse_table
 from bench.core.errors import BenchError, ConfigError
+from bench.core.extras import require
 
 EXECUTORS = ("local", "ray")
 
@@ -75,10 +76,7 @@ class RayExecutor:
 
     def _connect(self):
         if self._remote is None:
-            try:
-                import ray
-            except ImportError as exc:
-                raise ConfigError("executor 'ray' needs the ray package: pip install 'ray==2.60.0'") from exc
+            ray = require("ray", "ray", "executor 'ray'")
             if not ray.is_initialized():
                 try:
                     ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
@@ -89,9 +87,9 @@ class RayExecutor:
         return self._remote
 
     def map(self, job: Job, items: Sequence) -> Iterator:
+        remote = self._connect()  # first: it names the [ray] extra when ray is missing
         import ray
 
-        remote = self._connect()
         window = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         job_ref = ray.put(replace(job, local=None))  # shipped once, not with every task
         pending: deque = deque()

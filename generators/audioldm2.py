@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from bench.core.errors import CheckpointError, ConfigError
+from bench.core.extras import require
 from generators.audioldm2_tiny import build_tiny_pipeline, import_diffusers
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_seed)
@@ -174,7 +175,8 @@ class AudioLDM2Generator:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ConfigError(f"audioldm2: option rerank_candidates must be an integer >= 1, got {candidates!r}")
         if candidates > 1:
-            import librosa  # noqa: F401 (without it the pipeline silently skips the CLAP ranking)
+            # without librosa the pipeline silently skips the CLAP ranking
+            require("librosa", "diffusers", "audioldm2 option rerank_candidates")
         return eta, negative, candidates
 
     def generate(self, request: GenerationRequest) -> list[GeneratedAudio]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from bench.core.torch_compat import ensure_torchaudio_importable, ensure_torchvision_importable
+from bench.core.extras import require
 
 # A small word list for the in-memory tokenizers (unknown words map to <unk>; fine for random weights).
 _WORDS = ("a an the of on in with and is are dog dogs bark barks barking man woman speaks speaking "
@@ -51,9 +52,8 @@ def import_diffusers():
     load on CPU torch: apply the project's one compatibility shim (no-op where they import) first."""
     ensure_torchvision_importable()
     ensure_torchaudio_importable()
-    import diffusers
-
-    return diffusers
+    require("transformers", "diffusers", "the audioldm2 generator")
+    return require("diffusers", "diffusers", "the audioldm2 generator")
 
 
 def build_tiny_pipeline(seed: int = 0):

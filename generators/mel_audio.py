@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import ConfigError
+from bench.core.extras import require
 from generators.text_encoders import sinusoid
 
 LOG_FLOOR = 1e-5
@@ -30,8 +31,7 @@ GRIFFIN_LIM_LABEL = "griffin-lim (phase reconstruction fallback, no trained voco
 
 @functools.lru_cache(maxsize=16)
 def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    import librosa
-
+    librosa = require("librosa", "generators", "the mel vocoder (diffsound, srcgaudio)")
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
                                htk=False, norm="slaney").astype(np.float32)
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from bench.core import weights as weights_registry
 from bench.core.errors import BenchError, CheckpointError
+from bench.core.extras import require
 from bench.core.weights import WeightsCard, register_weights
 
 # pycocoevalcap's PTBTokenizer drops these tokens after tokenizing.
@@ -61,10 +62,7 @@ class SpiceUnavailable(CheckpointError):
 
 
 def package_dir() -> Path:
-    try:
-        import pycocoevalcap
-    except ImportError as exc:  # a broken install, not a user choice: say how to repair it
-        raise BenchError("caption metrics need pycocoevalcap==1.2 (pip install pycocoevalcap==1.2)") from exc
+    pycocoevalcap = require("pycocoevalcap", "captions", "caption metrics")
     return Path(next(iter(pycocoevalcap.__path__)))
 
 

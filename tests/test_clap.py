@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import json
+import socket
 import types
 
 import numpy as np
@@ -333,6 +334,25 @@ def test_missing_tokenizer_fails_loudly_instead_of_a_5_token_stand_in(tmp_path, 
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(small))
     with pytest.raises(BenchError, match="300-token"):
         load_backbone("clap-630k-audioset", WeightsChoice(mode="untrained", seed=11, cache_root=cache_dir))
+
+
+def test_missing_tokenizer_with_downloads_allowed_and_no_hub_fails_at_once(tmp_path, monkeypatch):
+    """Not in the HF cache and the hub unreachable: one connection attempt, not minutes of retries."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    with socket.socket() as s:  # a loopback port with nothing listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    tf = clap.import_transformers_clap()
+
+    def no_hub_calls(*args, **kwargs):
+        raise AssertionError("from_pretrained must not be tried when the hub is unreachable")
+
+    monkeypatch.setattr(tf.RobertaTokenizer, "from_pretrained", no_hub_calls)
+    with pytest.raises(BenchError, match=rf"roberta-base.*hub is unreachable \(127\.0\.0\.1:{port}"):
+        clap.load_tokenizer(allow_download=True)
 
 
 # ---- checkpoint files -----------------------------------------------------------------------------

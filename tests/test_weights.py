@@ -36,6 +36,7 @@ def _no_proxy_online(monkeypatch):
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
     requests: list[str]  # set per server in the fixture
+    hub_etag = PAYLOAD_SHA
 
     def do_GET(self):  # noqa: N802 (http.server naming)
         self.requests.append(self.path)
@@ -47,6 +48,15 @@ class _CountingHandler(http.server.SimpleHTTPRequestHandler):
             self.close_connection = True
             return
         super().do_GET()
+
+    def do_HEAD(self):  # noqa: N802
+        self.requests.append(self.path)
+        super().do_HEAD()
+
+    def end_headers(self):
+        if self.path.startswith("/hub/"):  # as the Hugging Face hub answers for an LFS file
+            self.send_header("X-Linked-Etag", f'"{self.hub_etag}"')
+        super().end_headers()
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -207,6 +217,27 @@ def test_truncated_download_is_rejected_even_without_published_hash(file_server,
         weights.resolve(TEST_NAME, cache, progress=False)
     assert card.url in str(err.value)
     assert _cache_listing(cache) == []
+
+
+@pytest.mark.parametrize("published, ok", [(PAYLOAD_SHA, True), ("ab" * 32, False)])
+def test_hub_lfs_file_is_checked_against_the_sha256_the_hub_publishes(file_server, tmp_path, monkeypatch,
+                                                                      published, ok):
+    base, served, requests = file_server
+    (served / "hub").mkdir()
+    (served / "hub" / TEST_FILE).write_bytes(PAYLOAD)
+    monkeypatch.setattr(_CountingHandler, "hub_etag", published)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the test session sets it
+    _register(monkeypatch, _card(f"{base}/hub/{TEST_FILE}", hub_lfs=True))
+    cache = tmp_path / "cache"
+    if ok:
+        assert weights.resolve(TEST_NAME, cache, progress=False).sha256 == PAYLOAD_SHA
+    else:
+        with pytest.raises(CheckpointError, match=f"sha256 {PAYLOAD_SHA} does not match the published {published}"):
+            weights.resolve(TEST_NAME, cache, progress=False)
+        assert _cache_listing(cache) == []
+    assert requests == [f"/hub/{TEST_FILE}"] * 2  # HEAD for the published hash, then GET
 
 
 # ------------------------------------------------------------------------------ no network

@@ -1,7 +1,8 @@
 """Registry of pretrained checkpoints: where they come from, how they are verified, where they live.
 
-Checkpoints are fetched on first use into CACHE_ROOT/weights/, verified by sha256 where a hash is
-published (torch-hub files publish a prefix in their name), and the observed sha256 is recorded in
+Checkpoints are fetched on first use into CACHE_ROOT/weights/ (pooch), verified by sha256 where a hash is
+published (torch-hub files publish a prefix in their name; the Hugging Face hub publishes the sha256 of
+each LFS file, asked for at download time), and the observed sha256 is recorded in
 every result. With no network and no file, the user gets one message naming the file, its URL and the
 path to put it at.
 """
@@ -10,12 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import urllib.error
-import urllib.request
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from bench.core.cache import atomic_write_json
 from bench.core.errors import CheckpointError
@@ -35,6 +33,8 @@ class WeightsCard:
     size_bytes: int | None = None
     sha256: str | None = None  # full published hash
     sha256_prefix: str | None = None  # torch-hub style: leading hex digits published in the file name
+    # A Hugging Face hub file stored with LFS: the hub publishes its sha256 (the ETag), checked on download.
+    hub_lfs: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,12 +105,14 @@ def hash_matches(card: WeightsCard, digest: str) -> bool | None:
     return None
 
 
+def _mismatch_message(card: WeightsCard, path: Path, digest: str, expected: str) -> str:
+    return (f"{path}: sha256 {digest} does not match the published {expected} for {card.name!r}. "
+            f"The file is corrupt or a different checkpoint; delete it and run `bench weights fetch {card.name}`.")
+
+
 def _check_hash(card: WeightsCard, path: Path, digest: str) -> None:
     if hash_matches(card, digest) is False:
-        expected = card.sha256 or f"{card.sha256_prefix}..."
-        raise CheckpointError(
-            f"{path}: sha256 {digest} does not match the published {expected} for {card.name!r}. "
-            f"The file is corrupt or a different checkpoint; delete it and run `bench weights fetch {card.name}`.")
+        raise CheckpointError(_mismatch_message(card, path, digest, card.sha256 or f"{card.sha256_prefix}..."))
 
 
 def missing_message(card: WeightsCard, cache_root: Path, reason: str) -> str:
@@ -119,35 +121,43 @@ def missing_message(card: WeightsCard, cache_root: Path, reason: str) -> str:
             f"(or pass --checkpoint {card.backbone}=PATH, or set {OFFLINE_ENV}=0 with network access).")
 
 
+def hub_published_sha256(url: str) -> str | None:
+    """The sha256 a Hugging Face hub publishes for an LFS file (its ETag), None for other files."""
+    from huggingface_hub import get_hf_file_metadata
+
+    etag = get_hf_file_metadata(url, timeout=30).etag or ""
+    return etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None
+
+
 def fetch(card: WeightsCard, cache_root: Path, progress: bool = True) -> Path:
-    """Download `card` into the cache (temp file + rename), verify its hash, return the path."""
+    """Download `card` into the cache (pooch, into a temp file), verify its hash, return the path."""
+    import pooch
+    import requests
+
     target = weights_dir(cache_root) / card.filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    h = hashlib.sha256()  # hashed while downloading: no memo sidecar is left behind for the temp file
+    staged = target.with_name(f".{target.name}.part")  # renamed to the target only once verified
+    staged.unlink(missing_ok=True)  # pooch would take a leftover as already downloaded
+    pooch.get_logger().setLevel("INFO" if progress else "WARNING")
     try:
-        with urllib.request.urlopen(card.url, timeout=60) as resp, open(tmp, "wb") as out:
-            announced = int(resp.headers.get("Content-Length") or 0)
-            received = 0
-            with tqdm(total=announced or card.size_bytes, unit="B", unit_scale=True, desc=card.filename,
-                      disable=not progress) as bar:
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(block)
-                    h.update(block)
-                    received += len(block)
-                    bar.update(len(block))
-            if announced and received != announced:  # urllib does not raise on a connection cut short
-                raise ValueError(f"incomplete download: {received} of {announced} bytes")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
+        expected = card.sha256 or (hub_published_sha256(card.url) if card.hub_lfs else None)
+        pooch.retrieve(card.url, known_hash=None, fname=staged.name, path=staged.parent,
+                       downloader=pooch.HTTPDownloader(progressbar=progress, timeout=60))
+    except requests.exceptions.ChunkedEncodingError as exc:  # the connection ended before Content-Length
+        raise CheckpointError(missing_message(card, cache_root, f"incomplete download: {exc}")) from exc
+    except (requests.exceptions.RequestException, OSError) as exc:  # huggingface_hub's errors are OSErrors
         raise CheckpointError(missing_message(card, cache_root, f"download failed: {exc}")) from exc
-    digest = h.hexdigest()
+    finally:
+        pooch.get_logger().setLevel("INFO")
+    digest = pooch.file_hash(str(staged), alg="sha256")
     try:
+        if expected and digest != expected:
+            raise CheckpointError(_mismatch_message(card, target, digest, expected))
         _check_hash(card, target, digest)
     except CheckpointError:
-        tmp.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
         raise
-    os.replace(tmp, target)
+    os.replace(staged, target)
     return target
 
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import pickle
+import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 
 from bench.core import weights as weights_registry
 from bench.core.errors import BenchError, CheckpointError
+from bench.core.extras import require
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 
 SAMPLE_RATE = 48000
@@ -83,7 +87,7 @@ _CITATION = ("Wu, Chen et al., Large-scale Contrastive Language-Audio Pretrainin
 for _weights, _filename in sorted({(s.weights, s.filename) for s in SPECS.values()}):
     weights_registry.register_weights(weights_registry.WeightsCard(
         name=_weights, filename=_filename, url=_HF_URL + _filename, backbone=_weights,
-        license="CC0-1.0 (LAION-AI/CLAP)", citation=_CITATION))
+        license="CC0-1.0 (LAION-AI/CLAP)", citation=_CITATION, hub_lfs=True))
 
 
 def import_transformers_clap():
@@ -92,9 +96,7 @@ def import_transformers_clap():
 
     ensure_torchaudio_importable()
     ensure_torchvision_importable()
-    import transformers
-
-    return transformers
+    return require("transformers", "clap", "CLAP (transformers' ClapModel)")
 
 
 def clap_config(spec: ClapSpec):
@@ -306,7 +308,7 @@ def _relative_position_index(window: int) -> torch.Tensor:
 
 
 def _standard_frontend() -> dict[str, torch.Tensor]:
-    import librosa
+    librosa = require("librosa", "clap", "CLAP's mel filterbank")
 
     n = np.arange(N_FFT)
     k = np.arange(N_FFT // 2 + 1)[:, None]
@@ -447,8 +449,14 @@ def load_tokenizer(allow_download: bool):
     """roberta-base's tokenizer from the HF cache (downloaded only when allowed); refuses the silent
     5-token stand-in that offline from_pretrained returns when the files are missing."""
     tf = import_transformers_clap()
+    cached = not _missing_tokenizer_files()
+    if not cached and allow_download:
+        # transformers retries every file for minutes when the hub is unreachable: ask once, briefly
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise BenchError(_tokenizer_problem(f"it is not there and the hub is unreachable ({unreachable})"))
     try:
-        tok = tf.RobertaTokenizer.from_pretrained(TOKENIZER_REPO, local_files_only=not allow_download)
+        tok = tf.RobertaTokenizer.from_pretrained(TOKENIZER_REPO, local_files_only=cached or not allow_download)
     except (OSError, ValueError) as exc:
         raise BenchError(_tokenizer_problem(f"loading it failed ({exc})")) from exc
     if tok.vocab_size != ROBERTA_VOCAB_SIZE or tok.pad_token_id != 1:
@@ -456,6 +464,26 @@ def load_tokenizer(allow_download: bool):
             f"the cache gave a {tok.vocab_size}-token tokenizer instead of {ROBERTA_VOCAB_SIZE} tokens "
             f"(files missing{' with downloads off' if not allow_download else ''})"))
     return tok
+
+
+def _missing_tokenizer_files() -> list[str]:
+    from huggingface_hub import try_to_load_from_cache
+
+    return [name for name in ("vocab.json", "merges.txt")
+            if not isinstance(try_to_load_from_cache(TOKENIZER_REPO, name), str)]
+
+
+def _hub_unreachable(timeout_s: float = 5.0) -> str | None:
+    """Why the Hugging Face endpoint cannot be reached (one TCP connect), or None when it can."""
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{url.hostname}:{port}: {exc}"
+    return None
 
 
 def tokenizer_files() -> dict[str, str]:

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from bench.core import weights as weights_registry
-from bench.core.errors import AudioError, BenchError, CheckpointError
+from bench.core.errors import AudioError, CheckpointError
+from bench.core.extras import missing_extra
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
 
 EMBEDDING_DIM = 2048
@@ -96,8 +97,8 @@ def vendored_models():
     """
     found = importlib.util.find_spec("frechet_audio_distance")  # locates the package, runs nothing
     if found is None or not found.submodule_search_locations:
-        raise BenchError("PANNs backbones need the package frechet-audio-distance==0.3.4 (its vendored "
-                         "Cnn14 code); install the project's dependencies")
+        raise missing_extra("panns", "PANNs backbones (the Cnn14 code vendored in frechet-audio-distance)",
+                            "frechet_audio_distance")
     models_dir = Path(list(found.submodule_search_locations)[0]) / "models"
     name = "_bench_fad_models"
     if name not in sys.modules:

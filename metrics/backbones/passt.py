@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.core import weights as weights_registry
 from bench.core.errors import CheckpointError
+from bench.core.extras import require
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
 
 BACKBONE_ID = "passt-s-swa-p16-128-ap476"
@@ -89,9 +90,7 @@ def network_module():
     from bench.core.torch_compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()  # timm, which hear21passt.models.passt imports, needs torchvision
-    import hear21passt.models.passt as passt
-
-    return passt
+    return require("hear21passt.models.passt", "passt", "PaSST (kl-passt metrics)")
 
 
 def construct_network():
