@@ -1,10 +1,12 @@
-"""The Descript Audio Codec (DAC, Kumar et al. 2023) architecture, state-dict compatible with its releases.
+"""The Descript Audio Codec (DAC, Kumar et al. 2023): transformers' DacModel, loading the release weights.
 
-Why our own module rather than `import dac`: descript-audio-codec 1.0.0 needs descript-audiotools, which
-pins protobuf<3.20, while ray 2.60.0 (a project dependency) needs protobuf>=3.20.3, so pip cannot install
-both. The architecture is small and fully described by the release checkpoints, so it is rebuilt here
-with the same parameter names: the released `weights.pth` loads into it key for key (weight-normalised
-convolutions stored as weight_g / weight_v, Snake alphas, per-codebook in_proj / out_proj / codebook).
+The network is transformers' `DacModel` (the [generators] extra). The release checkpoint
+(descript-audio-codec's weights.pth: weight-normalised convolutions stored as weight_g / weight_v under
+`encoder.block.N` / `decoder.model.N`) is converted key for key on loading (`release_to_dac_model`): the
+weight norms are folded into plain weights, as transformers' own conversion script does. Why not
+`import dac`: descript-audio-codec 1.0.0 needs descript-audiotools, which pins protobuf<3.20, while ray
+(the [ray] extra) needs protobuf>=3.20.3, so pip cannot install both into one environment ([all]).
+tests/test_dac_parity.py checks DacModel against the release architecture on identical random weights.
 
 DiscoDiff's "latent query" (paper eq. 1) is `latent_query`: residual z_0 = z; for each codebook i,
 x_hat_i = P_i z_i (in_proj), X_i = the codebook entry DAC's quantizer picks for it (nearest after l2
@@ -15,6 +17,7 @@ the out-projections.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import CheckpointError, ConfigError
+from bench.core.extras import require
+from bench.core.torch_compat import ensure_torchaudio_importable, ensure_torchvision_importable
 from bench.core.weights import WeightsCard, register_weights
 
 DAC_44KHZ = register_weights(WeightsCard(
@@ -44,163 +49,64 @@ TINY_CONFIG = {"encoder_dim": 4, "encoder_rates": [2, 4, 8], "latent_dim": None,
 _RELEASE_ONLY_KWARGS = {"quantizer_dropout"}  # training-time options in the release metadata
 
 
-class WNConv1d(nn.Module):
-    """Conv1d with weight normalisation (w = g v / |v|, norm over all but dim 0), DAC's parameter names."""
 
-    transpose = False
-
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1):
-        super().__init__()
-        conv = (nn.ConvTranspose1d if self.transpose else nn.Conv1d)(
-            c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation)
-        v = conv.weight.detach().clone()
-        self.weight_g = nn.Parameter(v.norm(dim=(1, 2), keepdim=True))
-        self.weight_v = nn.Parameter(v)
-        self.bias = nn.Parameter(conv.bias.detach().clone())
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-
-    def weight(self) -> torch.Tensor:
-        return self.weight_v * (self.weight_g / self.weight_v.norm(dim=(1, 2), keepdim=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
+def _dac_model_class():
+    ensure_torchvision_importable()  # transformers' audio modules import them; see bench.core.torch_compat
+    ensure_torchaudio_importable()
+    return require("transformers", "generators", "DAC (transformers' DacModel)").DacModel
 
 
-class WNConvTranspose1d(WNConv1d):
-    transpose = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose1d(x, self.weight(), self.bias, self.stride, self.padding)
-
-
-class Snake1d(nn.Module):
-    """x + sin^2(alpha x) / alpha, one alpha per channel."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
-
-
-class ResidualUnit(nn.Module):
-    def __init__(self, dim: int, dilation: int):
-        super().__init__()
-        self.block = nn.Sequential(Snake1d(dim), WNConv1d(dim, dim, 7, dilation=dilation, padding=3 * dilation),
-                                   Snake1d(dim), WNConv1d(dim, dim, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        crop = (x.shape[-1] - y.shape[-1]) // 2
-        return (x[..., crop:-crop] if crop > 0 else x) + y
-
-
-def _residual_stack(dim: int) -> list[nn.Module]:
-    return [ResidualUnit(dim, 1), ResidualUnit(dim, 3), ResidualUnit(dim, 9)]
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, dim: int, stride: int):
-        super().__init__()
-        self.block = nn.Sequential(*_residual_stack(dim // 2), Snake1d(dim // 2),
-                                   WNConv1d(dim // 2, dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
-
-
-class DecoderBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.block = nn.Sequential(Snake1d(c_in), WNConvTranspose1d(c_in, c_out, 2 * stride, stride=stride,
-                                                                    padding=math.ceil(stride / 2)),
-                                   *_residual_stack(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
-
-
-class Encoder(nn.Module):
-    def __init__(self, d_model: int, strides: list[int], d_latent: int):
-        super().__init__()
-        layers: list[nn.Module] = [WNConv1d(1, d_model, 7, padding=3)]
-        for stride in strides:
-            d_model *= 2
-            layers.append(EncoderBlock(d_model, stride))
-        layers += [Snake1d(d_model), WNConv1d(d_model, d_latent, 3, padding=1)]
-        self.block = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
-
-
-class Decoder(nn.Module):
-    def __init__(self, c_in: int, channels: int, rates: list[int]):
-        super().__init__()
-        layers: list[nn.Module] = [WNConv1d(c_in, channels, 7, padding=3)]
-        for i, stride in enumerate(rates):
-            layers.append(DecoderBlock(channels // 2 ** i, channels // 2 ** (i + 1), stride))
-        out = channels // 2 ** len(rates)
-        layers += [Snake1d(out), WNConv1d(out, 1, 7, padding=3), nn.Tanh()]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-class VectorQuantize(nn.Module):
-    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int):
-        super().__init__()
-        self.in_proj = WNConv1d(input_dim, codebook_dim, 1)
-        self.out_proj = WNConv1d(codebook_dim, input_dim, 1)
-        self.codebook = nn.Embedding(codebook_size, codebook_dim)
-
-
-class ResidualVectorQuantize(nn.Module):
-    def __init__(self, input_dim: int, n_codebooks: int, codebook_size: int, codebook_dim: int):
-        super().__init__()
-        self.quantizers = nn.ModuleList(VectorQuantize(input_dim, codebook_size, codebook_dim)
-                                        for _ in range(n_codebooks))
+def _dac_config(config: dict):
+    """transformers' DacConfig for one of our configs; DacModel derives the latent width and the decoder
+    rates from the encoder's, so other layouts are refused rather than built differently."""
+    transformers = require("transformers", "generators", "DAC (transformers' DacConfig)")
+    if not isinstance(config["codebook_dim"], int):
+        raise ConfigError(f"DAC codec: per-codebook dimensions {config['codebook_dim']!r} are not supported; "
+                          "codebook_dim must be one integer")
+    latent = config["encoder_dim"] * 2 ** len(config["encoder_rates"])
+    if config.get("latent_dim") not in (None, latent) or list(config["decoder_rates"]) != list(
+            config["encoder_rates"])[::-1]:
+        raise ConfigError(f"DAC codec: latent_dim {config.get('latent_dim')} / decoder_rates "
+                          f"{config['decoder_rates']} are not supported; DacModel needs latent_dim = encoder_dim x "
+                          f"2^len(encoder_rates) ({latent}) and decoder_rates = reversed encoder_rates")
+    return transformers.DacConfig(
+        encoder_hidden_size=config["encoder_dim"], downsampling_ratios=list(config["encoder_rates"]),
+        decoder_hidden_size=config["decoder_dim"], n_codebooks=config["n_codebooks"],
+        codebook_size=config["codebook_size"], codebook_dim=config["codebook_dim"],
+        sampling_rate=config["sample_rate"])
 
 
 class DACCodec(nn.Module):
-    """DAC encoder, residual vector quantiser and decoder; inference only."""
+    """DAC encoder, residual vector quantiser and decoder (transformers' DacModel); inference only."""
 
     def __init__(self, encoder_dim: int = 64, encoder_rates=(2, 4, 8, 8), latent_dim: int | None = None,
                  decoder_dim: int = 1536, decoder_rates=(8, 8, 4, 2), n_codebooks: int = 9,
                  codebook_size: int = 1024, codebook_dim: int = 8, sample_rate: int = 44100):
         super().__init__()
-        if not isinstance(codebook_dim, int):
-            raise ConfigError(f"DAC codec: per-codebook dimensions {codebook_dim!r} are not supported; "
-                              "codebook_dim must be one integer")
-        latent_dim = latent_dim or encoder_dim * 2 ** len(encoder_rates)
-        self.config = {"encoder_dim": encoder_dim, "encoder_rates": list(encoder_rates), "latent_dim": latent_dim,
+        self.config = {"encoder_dim": encoder_dim, "encoder_rates": list(encoder_rates),
+                       "latent_dim": latent_dim or encoder_dim * 2 ** len(encoder_rates),
                        "decoder_dim": decoder_dim, "decoder_rates": list(decoder_rates),
                        "n_codebooks": n_codebooks, "codebook_size": codebook_size, "codebook_dim": codebook_dim,
                        "sample_rate": sample_rate}
+        self.model = _dac_model_class()(_dac_config(self.config))
         self.sample_rate = sample_rate
         self.hop_length = math.prod(encoder_rates)
         self.n_codebooks, self.codebook_dim = n_codebooks, codebook_dim
-        self.encoder = Encoder(encoder_dim, list(encoder_rates), latent_dim)
-        self.quantizer = ResidualVectorQuantize(latent_dim, n_codebooks, codebook_size, codebook_dim)
-        self.decoder = Decoder(latent_dim, decoder_dim, list(decoder_rates))
 
     def codebook(self, i: int) -> torch.Tensor:
-        return self.quantizer.quantizers[i].codebook.weight
+        return self.model.quantizer.quantizers[i].codebook.weight
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, 1, N] at self.sample_rate -> continuous embedding z [B, D, ceil(N / hop)]."""
         right = -audio.shape[-1] % self.hop_length
-        return self.encoder(F.pad(audio, (0, right)))
+        return self.model.encoder(F.pad(audio, (0, right)))
 
     def latent_query(self, z: torch.Tensor, n_codebooks: int | None = None) -> tuple[torch.Tensor, list]:
         """(codes [B, K, T], [X_0 .. X_{K-1}] each [B, d, T]): DiscoDiff eq. 1 with DAC's own lookup."""
         n = self._check_n(n_codebooks)
         residual, codes, latents = z, [], []
         for i in range(n):
-            vq = self.quantizer.quantizers[i]
+            vq = self.model.quantizer.quantizers[i]
             x_hat = vq.in_proj(residual)
             flat = F.normalize(x_hat.transpose(1, 2).reshape(-1, self.codebook_dim), dim=1)
             book = F.normalize(self.codebook(i), dim=1)
@@ -221,10 +127,10 @@ class DACCodec(nn.Module):
     def embed(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """z = sum_i Q_i X_i over the latents given (the first len(latents) codebooks)."""
         self._check_n(len(latents))
-        return sum(self.quantizer.quantizers[i].out_proj(x) for i, x in enumerate(latents))
+        return sum(self.model.quantizer.quantizers[i].out_proj(x) for i, x in enumerate(latents))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        return self.model.decoder(z)
 
     @torch.no_grad()
     def resynthesize(self, audio: torch.Tensor, n_codebooks: int | None = None) -> torch.Tensor:
@@ -239,8 +145,63 @@ class DACCodec(nn.Module):
         return n
 
 
+_RESIDUAL = {"0": "snake1", "1": "conv1", "2": "snake2", "3": "conv2"}
+
+
+def _release_name(name: str, n_enc: int, n_dec: int) -> str:
+    """DacModel's name for a parameter of the release (descript-audio-codec) state dict."""
+    def unit(rest: str, j: int) -> str:  # a residual unit's `block.K.` inside
+        m = re.match(r"block\.(\d)\.(.*)", rest)
+        return f"res_unit{j}.{_RESIDUAL[m.group(1)]}.{m.group(2)}" if m else rest
+
+    if m := re.fullmatch(r"encoder\.block\.(\d+)\.(.*)", name):
+        k, rest = int(m.group(1)), m.group(2)
+        if k == 0:
+            return f"encoder.conv1.{rest}"
+        if k == n_enc + 1:
+            return f"encoder.snake1.{rest}"
+        if k == n_enc + 2:
+            return f"encoder.conv2.{rest}"
+        j, inner = re.fullmatch(r"block\.(\d)\.(.*)", rest).groups()
+        j = int(j)
+        return f"encoder.block.{k - 1}." + (unit(inner, j + 1) if j < 3 else
+                                            f"{('snake1', 'conv1')[j - 3]}.{inner}")
+    if m := re.fullmatch(r"decoder\.model\.(\d+)\.(.*)", name):
+        k, rest = int(m.group(1)), m.group(2)
+        if k == 0:
+            return f"decoder.conv1.{rest}"
+        if k == n_dec + 1:
+            return f"decoder.snake1.{rest}"
+        if k == n_dec + 2:
+            return f"decoder.conv2.{rest}"
+        j, inner = re.fullmatch(r"block\.(\d)\.(.*)", rest).groups()
+        j = int(j)
+        return f"decoder.block.{k - 1}." + (f"{('snake1', 'conv_t1')[j]}.{inner}" if j < 2 else unit(inner, j - 1))
+    return name  # quantizer.quantizers.N.{in_proj,out_proj,codebook}: the same names
+
+
+def release_to_dac_model(state: dict, config: dict) -> dict:
+    """A release state dict in DacModel's names, weight norms folded (w = g v / |v|, norm over dims 1, 2)."""
+    n_enc, n_dec = len(config["encoder_rates"]), len(config["decoder_rates"])
+    out = {}
+    for key, value in state.items():
+        module, _, param = key.rpartition(".")
+        if param == "weight_g":
+            continue
+        if param == "weight_v":
+            g = state.get(f"{module}.weight_g")
+            if g is None:
+                raise CheckpointError(f"DAC checkpoint: {key} has no {module}.weight_g beside it")
+            key, value = f"{module}.weight", value * (g / value.norm(dim=(1, 2), keepdim=True))
+        try:
+            out[_release_name(key, n_enc, n_dec)] = value
+        except (AttributeError, KeyError, ValueError):  # a path the release layout does not have
+            out[key] = value  # kept as is: the strict load names it
+    return out
+
+
 def random_codec(config: dict, seed: int) -> DACCodec:
-    """DAC of `config` with seeded random weights (untrained)."""
+    """DAC of `config` with seeded random weights (untrained; DacModel's own initialisation)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         codec = DACCodec(**config)
@@ -265,7 +226,7 @@ def load_codec_file(path: str | Path, source: str) -> DACCodec:
         raise CheckpointError(f"{source} ({path}): unsupported DAC settings in metadata.kwargs: {sorted(unknown)}")
     config = {k: kwargs.get(k, v) for k, v in FULL_CONFIG.items()}
     codec = DACCodec(**config)
-    load_model_state(codec, payload["state_dict"], f"{source} ({path})")
+    load_model_state(codec.model, release_to_dac_model(payload["state_dict"], config), f"{source} ({path})")
     return codec.eval().requires_grad_(False)
 
 

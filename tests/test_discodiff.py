@@ -70,7 +70,7 @@ def test_snapping_and_latent_query_use_exact_codebook_entries():
         for i, x in enumerate(latents):
             assert torch.equal(x, codec.codebook(i)[codes[0, i]].T[None])
             assert torch.equal(codec.snap(x, i), x)
-        manual = sum(codec.quantizer.quantizers[i].out_proj(x) for i, x in enumerate(latents))
+        manual = sum(codec.model.quantizer.quantizers[i].out_proj(x) for i, x in enumerate(latents))
         torch.testing.assert_close(codec.embed(latents), manual)
     with pytest.raises(ConfigError, match="n_codebooks must be between 1 and 9"):
         codec.latent_query(torch.zeros(1, codec.config["latent_dim"], 4), 10)
