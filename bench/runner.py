@@ -29,9 +29,9 @@ from bench.core.weights import sha256_file
 from bench.determinism import record_differences, relocate
 from bench.executors import Job, LocalExecutor, make_executor
 from bench.scoring import score
-from bench.suite import Cell, Gate, Suite
+from bench.suite import Cell, Gate, Suite, suite_text
 from bench.sync import mark_unsynced, track
-from bench.tracking import TrackingError
+from bench.tracking import SUITE_FILE, TrackingError
 from bench.training.suite_runs import ensure_evaluators, ensure_generator_training, resolve_trained_cells
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from leaderboards import ci_summary, markdown
@@ -298,6 +298,7 @@ def evaluate_gates(gates: list[Gate], records: list[RunRecord]) -> list[GateResu
 def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     results_dir = Path(options.results_dir or suite.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / SUITE_FILE).write_text(suite_text(suite))  # the suite as it ran (also an MLflow artifact)
     outcome = RunOutcome(results_dir)
     reference = open_clip_set(suite.reference, suite.base_dir)
     prompts = build_prompts(suite, reference)

@@ -66,6 +66,12 @@ class TrackingSpec:
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None  # default: the suite's name
+    audio_clips: int = 4  # generated clips per cell logged as MLflow audio artifacts (bench.tracking)
+
+    def __post_init__(self) -> None:
+        if self.audio_clips < 0:
+            raise ConfigError(f"[tracking] audio_clips must be >= 0 (generated clips logged per cell), "
+                              f"got {self.audio_clips}")
 
 
 @dataclass(frozen=True)
@@ -270,6 +276,13 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
                  results_dir=results_dir, reference=raw["reference"], prompts=prompts, cells=cells,
                  metrics=metrics, weights=weights, scoring=scoring, tracking=tracking, gates=gates, raw=raw,
                  evaluators=evaluators, executor=executor, training=training)
+
+
+def suite_text(suite: Suite) -> str:
+    """The TOML a suite was loaded from (the built-in quickstart's own file when it has no path)."""
+    if suite.path is None:
+        return resources.files("bench").joinpath("suites", f"{QUICKSTART}.toml").read_text()
+    return Path(suite.path).read_text()
 
 
 def load_suite(path: str | Path | None) -> Suite:

@@ -48,7 +48,8 @@ def is_synced(record: RunRecord, uri: str, results_dir: Path) -> bool:
             and done.get("record_sha256") == stable_hash(record.to_dict()))
 
 
-def log_once(record: RunRecord, uri: str, experiment: str, artifact_dir: Path | None) -> str:
+def log_once(record: RunRecord, uri: str, experiment: str, artifact_dir: Path | None,
+             results_dir: Path | None = None) -> str:
     """The id of the one finished MLflow run of this record, logging it only if there is none."""
     digest = stable_hash(record.to_dict())
     try:
@@ -64,7 +65,7 @@ def log_once(record: RunRecord, uri: str, experiment: str, artifact_dir: Path | 
     except Exception as exc:  # MLflow raises many types (HTTP, SQL, REST); all mean "not reachable"
         raise TrackingError(f"could not reach MLflow at {uri} for cell {record.cell_id}: "
                             f"{type(exc).__name__}: {exc}") from exc
-    return log_record(record, uri, experiment, artifact_dir, extra_tags={DIGEST_TAG: digest})
+    return log_record(record, uri, experiment, artifact_dir, extra_tags={DIGEST_TAG: digest}, results_dir=results_dir)
 
 
 def track(record: RunRecord, uri: str, experiment: str, results_dir: Path) -> str:
@@ -72,7 +73,7 @@ def track(record: RunRecord, uri: str, experiment: str, results_dir: Path) -> st
     if is_synced(record, uri, results_dir):
         return _read_sidecar(sidecar_path(results_dir, record.cell_id))["run_id"]
     try:
-        run_id = log_once(record, uri, experiment, artifact_dir_for(uri, results_dir))
+        run_id = log_once(record, uri, experiment, artifact_dir_for(uri, results_dir), results_dir)
     except TrackingError as exc:
         mark_unsynced(record, uri, experiment, results_dir, str(exc))
         raise

@@ -1,17 +1,30 @@
-"""Log RunRecords to MLflow: params, metrics, tags, and the record itself as `record.json`.
+"""Log RunRecords to MLflow: runs people want to open.
 
-The record on disk is the source of truth; MLflow gets a copy. Metric keys are the record's keys with
-'@' and '[untrained]' spelled so MLflow accepts them (it allows letters, digits, _ - . / : and space);
-the exact ids travel as tags and inside record.json.
+Each cell's run carries params (its configuration), metrics, tags (exact metric ids, protocols,
+backbones), and artifacts: `record.json` (the record itself), `suite.toml` (the suite as it ran), a few
+generated clips under `audio/` (MLflow's UI plays them; `[tracking] audio_clips`, default 4, spread evenly
+over the prompts), the per-clip scores as an MLflow table `per_clip_scores.json` (clip id, prompt, audio
+artifact, each metric with per-clip values) and the figures under `plots/`.
+
+The record on disk is the source of truth; MLflow gets a copy. Metric keys read as the ids do, with what
+MLflow does not allow spelled differently: `fad-vggish@audioldm[untrained]` -> `fad-vggish:audioldm untrained`;
+the CI bounds live under `ci_low/` and `ci_high/`, which the UI shows as sections of their own. The exact
+ids travel as tags and inside record.json. Run names say generator/label/checkpoint/seed.
 """
 from __future__ import annotations
 
 import json
+import tempfile
+import tomllib
 from pathlib import Path
 
 from bench.core.errors import BenchError
 from bench.core.mlflow_store import experiment_id, open_client
 from bench.core.records import RunRecord
+from bench.suite import TrackingSpec
+
+AUDIO_CLIPS = TrackingSpec.audio_clips  # generated clips logged per cell: [tracking] audio_clips
+SUITE_FILE = "suite.toml"  # the suite as it ran, written by the runner into the results directory
 
 
 class TrackingError(BenchError):
@@ -19,7 +32,21 @@ class TrackingError(BenchError):
 
 
 def mlflow_key(metric_key: str) -> str:
-    return metric_key.replace("@", ".").replace("[untrained]", ".untrained")
+    return metric_key.replace("@", ":").replace("[untrained]", " untrained")
+
+
+def run_name(record: RunRecord) -> str:
+    """generator/label/checkpoint/seed, leaving out a label equal to the generator and an absent checkpoint."""
+    cell = record.cell
+    parts = [cell["generator"]]
+    if cell.get("label") and cell["label"] != cell["generator"]:
+        parts.append(cell["label"])
+    if cell.get("checkpoint"):
+        parts.append(Path(str(cell["checkpoint"])).name)
+    elif record.generator_untrained:
+        parts.append("untrained")
+    parts.append(f"seed{cell.get('seed')}")
+    return "/".join(parts)
 
 
 def _params(record: RunRecord) -> dict[str, str]:
@@ -37,9 +64,44 @@ def _metrics(record: RunRecord) -> dict[str, float]:
         key = mlflow_key(result["key"])
         out[key] = result["value"]
         if result.get("ci"):
-            out[f"{key}.ci_low"] = result["ci"]["low"]
-            out[f"{key}.ci_high"] = result["ci"]["high"]
+            out[f"ci_low/{key}"] = result["ci"]["low"]
+            out[f"ci_high/{key}"] = result["ci"]["high"]
     return out
+
+
+def audio_clips_setting(results_dir: Path | None) -> int:
+    """`[tracking] audio_clips` of the suite the results came from (its copy in the results directory)."""
+    path = Path(results_dir) / SUITE_FILE if results_dir is not None else None
+    if path is None or not path.is_file():
+        return AUDIO_CLIPS
+    return int(tomllib.loads(path.read_text()).get("tracking", {}).get("audio_clips", AUDIO_CLIPS))
+
+
+def generated_rows(record: RunRecord) -> list[dict]:
+    """The cell's generated clips (its manifest: id, path relative to the manifest, caption); [] if gone."""
+    manifest = record.generation.get("manifest")
+    if not manifest or not Path(manifest).is_file():
+        return []
+    rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    return [{**r, "file": Path(manifest).parent / r["path"]} for r in rows]
+
+
+def pick_clips(rows: list[dict], n: int) -> list[dict]:
+    """n clips spread evenly over the manifest's order (the prompts' order): the same ones every time."""
+    n = min(n, len(rows))
+    return [rows[(i * len(rows)) // n] for i in range(n)]
+
+
+def clip_table(record: RunRecord, rows: list[dict], audio: dict[str, str]) -> dict[str, list]:
+    """Columns of the per-clip table: clip id, prompt, audio artifact (if logged), each per-clip metric."""
+    per_metric = {mlflow_key(r["key"]): {c["id"]: c["value"] for c in r["per_clip"]}
+                  for r in record.metrics if r.get("per_clip")}
+    ids = [r["id"] for r in rows] or list(dict.fromkeys(i for values in per_metric.values() for i in values))
+    prompts = {r["id"]: r.get("caption", "") for r in rows}
+    table = {"clip_id": ids, "prompt": [prompts.get(i, "") for i in ids], "audio": [audio.get(i, "") for i in ids]}
+    for key, values in per_metric.items():
+        table[key] = [values.get(i) for i in ids]
+    return table
 
 
 def _tags(record: RunRecord) -> dict[str, str]:
@@ -62,8 +124,31 @@ def _tags(record: RunRecord) -> dict[str, str]:
     return tags
 
 
+def _log_artifacts(client, run_id: str, record: RunRecord, results_dir: Path | None) -> dict[str, str]:
+    """suite.toml, audio clips, the per-clip table and the plots; returns tags saying what was logged."""
+    from leaderboards.plots import leaderboard_plots
+
+    suite_file = Path(results_dir) / SUITE_FILE if results_dir is not None else None
+    if suite_file is not None and suite_file.is_file():
+        client.log_artifact(run_id, str(suite_file))
+    rows = generated_rows(record)
+    chosen = pick_clips(rows, audio_clips_setting(results_dir))
+    audio = {}
+    for row in chosen:
+        client.log_artifact(run_id, str(row["file"]), "audio")
+        audio[row["id"]] = f"audio/{row['file'].name}"
+    table = clip_table(record, rows, audio)
+    if table["clip_id"]:
+        client.log_table(run_id, table, "per_clip_scores.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in leaderboard_plots([record], Path(tmp), formats=("png",)):
+            client.log_artifact(run_id, str(path), "plots")
+    return {"bench.audio_artifacts": (f"{len(chosen)} of {len(rows)} generated clips" if rows else
+                                      "none: the generated audio is no longer at the manifest's path")}
+
+
 def log_record(record: RunRecord, tracking_uri: str, experiment: str, artifact_dir: Path | None = None,
-               extra_tags: dict[str, str] | None = None) -> str:
+               extra_tags: dict[str, str] | None = None, results_dir: Path | None = None) -> str:
     """Create one MLflow run for a cell's record; return its run id."""
     try:
         from mlflow.entities import Metric, Param, RunTag
@@ -71,7 +156,7 @@ def log_record(record: RunRecord, tracking_uri: str, experiment: str, artifact_d
         client = open_client(tracking_uri)
         exp_id = experiment_id(client, experiment, artifact_dir)
         # Identity tags go on at creation, so a run cut off before its data is logged is still findable.
-        run = client.create_run(exp_id, run_name=record.cell_id, tags=extra_tags or None)
+        run = client.create_run(exp_id, run_name=run_name(record), tags=extra_tags or None)
         run_id = run.info.run_id
         client.log_batch(
             run_id,
@@ -79,6 +164,8 @@ def log_record(record: RunRecord, tracking_uri: str, experiment: str, artifact_d
             params=[Param(k, v) for k, v in _params(record).items()],
             tags=[RunTag(k, v) for k, v in {**_tags(record), **(extra_tags or {})}.items()])
         client.log_dict(run_id, record.to_dict(), "record.json")
+        notes = _log_artifacts(client, run_id, record, results_dir)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in notes.items()])
         client.set_terminated(run_id)
         return run_id
     except Exception as exc:  # MLflow raises many types (HTTP, SQL, REST); all mean "not logged"

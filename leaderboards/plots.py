@@ -5,7 +5,8 @@
 - `leaderboard_plots`: from RunRecords, every metric against sampling steps, sample rate
   (SRC-gAudio Table I as a figure) and checkpoint step (training curves), wherever the records vary
   along that axis; one line per model (and per setting of any other varying field), seeds averaged
-  with a t-interval band (single records: their bootstrap band).
+  with a t-interval band (single records: their bootstrap band). When they vary along none of these,
+  `model_bars`: a bar per model with its interval, baselines (oracle, noise, silence) as reference lines.
 
 Figures are sized for one paper column with readable fonts, use no pyplot global state, embed
 TrueType fonts in PDFs (publishers reject Type 3) and carry no creation date, so reruns are identical.
@@ -24,6 +25,9 @@ STYLE = {"font.size": 9, "axes.labelsize": 9, "axes.titlesize": 9, "legend.fonts
          "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.4, "lines.markersize": 3.5,
          "axes.grid": True, "grid.alpha": 0.3, "pdf.fonttype": 42, "ps.fonttype": 42}
 FIGSIZE = (3.4, 2.5)  # inches: one column of a two-column paper
+# Baseline generators: drawn as reference lines in the per-model bars, not as models.
+BASELINES = {"reference", "noise", "silence"}
+INTERVAL_NAMES = {"bootstrap": "bootstrap over clips", "seeds": "Student-t over seeds"}
 _AXES = {"steps": ("steps", "sampling steps"), "sample_rate": ("rates", "sample rate (kHz)"),
          "checkpoint": ("checkpoints", "checkpoint step")}
 
@@ -77,16 +81,7 @@ def plot_curves(series: Sequence[Series], path_stem: str | Path, *, xlabel: str,
             fig.legend(loc="outside lower center", frameon=False)
         elif len(series) > 1 or (series and series[0].label):
             ax.legend(frameon=False)
-        stem = Path(path_stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for fmt in formats:
-            path = stem.with_name(stem.name + f".{fmt}")
-            metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
-            fig.savefig(path, dpi=300 if fmt == "png" else None, metadata=metadata, bbox_inches="tight",
-                        pad_inches=0.03)
-            paths.append(path)
-        return paths
+        return _save(fig, Path(path_stem), formats)
 
 
 def _legend_part(name: str, value) -> str:
@@ -100,8 +95,70 @@ def _ylabel(col: Column) -> str:
     return f"{col.title}{unit} {col.arrow}".strip()
 
 
-def leaderboard_plots(records: list[RunRecord], out_dir: str | Path, metrics: list[str] | None = None) -> list[Path]:
-    """Every metric against every axis the records vary along; returns the files written."""
+def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_name(stem.name + f".{fmt}")
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
+        fig.savefig(path, dpi=300 if fmt == "png" else None, metadata=metadata, bbox_inches="tight",
+                    pad_inches=0.03)
+        paths.append(path)
+    return paths
+
+
+def model_bars(records: list[RunRecord], out_dir: str | Path, metrics: list[str] | None = None,
+               formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """One figure per metric: a bar per model row with its interval; baseline generators (oracle, noise,
+    silence) as labelled reference lines. For records that vary along no plotted axis."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    table = build_table(records, layout="models", metrics=metrics, info=[])
+    generator_of = {r.cell_id: r.generator for r in records}
+    shown = [f for f in table.group_by if f != "label"]
+    paths: list[Path] = []
+    for col in table.metric_columns:
+        bars, lines = [], []
+        for row in table.rows:
+            v = row.values.get(col.key)
+            if v is None:
+                continue
+            name = ", ".join([field_text("label", row.fields["label"])]
+                             + [_legend_part(f, row.fields[f]) for f in shown if row.fields[f] is not None])
+            baseline = {generator_of.get(c) for c in row.cells} <= BASELINES
+            (lines if baseline else bars).append((name, v))
+        if not bars and not lines:
+            continue
+        width = max(FIGSIZE[0], 0.45 * len(bars) + 1.6)
+        with matplotlib.rc_context(STYLE):
+            fig = Figure(figsize=(width, FIGSIZE[1] + 0.5), layout="constrained")
+            ax = fig.add_subplot()
+            xs = range(len(bars))
+            values = [v.value for _, v in bars]
+            err = [[v.value - v.low if v.has_ci else 0 for _, v in bars],
+                   [v.high - v.value if v.has_ci else 0 for _, v in bars]]
+            ax.bar(xs, values, yerr=err, capsize=3, color="#4c72b0", ecolor="black", error_kw={"linewidth": 1})
+            ax.set_xticks(list(xs), [n if len(n) <= 28 else n[:27] + "…" for n, _ in bars], rotation=30,
+                          ha="right")
+            for i, (name, v) in enumerate(lines):
+                ax.axhline(v.value, color=f"C{i + 1}", linestyle="--", linewidth=1, label=f"{name}: {v.value:.3g}")
+            if lines:
+                ax.legend(frameon=False, loc="best")
+            ax.set_ylabel(_ylabel(col))
+            kinds = sorted({v.interval for _, v in bars if v.has_ci})
+            if kinds:
+                level = next(v.level for _, v in bars if v.has_ci)
+                ax.set_title(f"bars: {level:.0%} CI ({', '.join(INTERVAL_NAMES[k] for k in kinds)})",
+                             fontsize=7.5)
+            paths += _save(fig, Path(out_dir) / f"{_slug(col.key)}_by_model", formats)
+    return paths
+
+
+def leaderboard_plots(records: list[RunRecord], out_dir: str | Path, metrics: list[str] | None = None,
+                      formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Every metric against every axis the records vary along; per-model bars when they vary along none.
+    Returns the files written."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for axis, (layout, xlabel) in _AXES.items():
@@ -144,5 +201,5 @@ def leaderboard_plots(records: list[RunRecord], out_dir: str | Path, metrics: li
             logx = axis == "sample_rate" and all(x > 0 for s in series for x in s.x)
             ticks = xticks or ({x: f"{x:g}" for s in series for x in s.x} if logx else None)
             paths += plot_curves(series, out_dir / f"{_slug(col.key)}_vs_{axis}", xlabel=xlabel,
-                                 ylabel=_ylabel(col), logx=logx, xticks=ticks)
-    return paths
+                                 ylabel=_ylabel(col), logx=logx, xticks=ticks, formats=formats)
+    return paths or model_bars(records, out_dir, metrics, formats)

@@ -67,7 +67,7 @@ def test_run_writes_records_mlflow_and_leaderboard(tmp_path, cache_dir, capsys):
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 3
     assert {r.data.tags["bench.untrained"] for r in runs} == {"true"}
-    assert all("fad-vggish.audioldm.untrained" in r.data.metrics for r in runs)
+    assert all("fad-vggish:audioldm untrained" in r.data.metrics for r in runs)
     assert {r.data.params["generator"] for r in runs} == {"reference", "noise"}
 
     # Running again resumes: nothing is recomputed or logged twice.

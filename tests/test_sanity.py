@@ -170,9 +170,9 @@ def test_mlflow_run_has_curves_verdicts_and_artifacts(run):
     mlrun = client.get_run(run["run_id"])
     tags = mlrun.data.tags
     assert tags["bench.kind"] == "sanity" and tags["bench.untrained"] == "true"
-    assert tags["bench.sanity.verdict.fad-vggish.audioldm.untrained.noise"] == "sensitive"
-    assert "untrained" in tags["bench.metric.fad-vggish.google.untrained.backbone"].lower()
-    history = client.get_metric_history(run["run_id"], "sanity.fad-vggish.audioldm.untrained.mask")
+    assert tags["bench.sanity.verdict.fad-vggish:audioldm untrained.noise"] == "sensitive"
+    assert "untrained" in tags["bench.metric.fad-vggish:google untrained.backbone"].lower()
+    history = client.get_metric_history(run["run_id"], "sanity.fad-vggish:audioldm untrained.mask")
     assert ([m.value for m in sorted(history, key=lambda m: m.step)]
             == pytest.approx(_result(run["report"], AUDIOLDM, "mask")["values"]))
     assert {"sanity.json", "sanity.md", "plots"} <= {a.path for a in client.list_artifacts(run["run_id"])}

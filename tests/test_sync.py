@@ -60,7 +60,7 @@ def test_down_tracking_keeps_records_and_sync_pushes_them_once(tmp_path, cache_d
     by_cell = {r.data.tags["bench.cell_id"]: r for r in runs}
     for record in records:
         data = json.loads(record.read_text())
-        assert by_cell[data["cell_id"]].data.metrics["fad-vggish.audioldm.untrained"] == data["metrics"][0]["value"]
+        assert by_cell[data["cell_id"]].data.metrics["fad-vggish:audioldm untrained"] == data["metrics"][0]["value"]
         assert json.loads(record.with_name(record.stem + ".tracking.json").read_text())["synced"] is True
 
     # Idempotent: again, and even with the sidecars lost, the record hash tag finds the existing runs.

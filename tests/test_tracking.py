@@ -116,18 +116,18 @@ def _download_record(client: MlflowClient, run_id: str, dst: Path) -> dict:
 def _check_logged_run(client: MlflowClient, run_id: str, record: dict, experiment: str, dst: Path) -> None:
     """Everything log_record promises, read back through `client`."""
     run = client.get_run(run_id)
-    assert run.info.run_name == record["cell_id"]
+    assert run.info.run_name == "noise/seed0"
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == experiment
 
     m = run.data.metrics
-    assert m["fad-vggish.audioldm.untrained"] == pytest.approx(12.5)
-    assert m["fad-vggish.audioldm.untrained.ci_low"] == pytest.approx(11.0)
-    assert m["fad-vggish.audioldm.untrained.ci_high"] == pytest.approx(14.5)
-    assert m["fad-vggish.google"] == pytest.approx(3.25)
-    assert "fad-vggish.google.ci_low" not in m  # no CI, no made-up bounds
-    assert set(m) == {"fad-vggish.audioldm.untrained", "fad-vggish.audioldm.untrained.ci_low",
-                      "fad-vggish.audioldm.untrained.ci_high", "fad-vggish.google"}
+    assert m["fad-vggish:audioldm untrained"] == pytest.approx(12.5)
+    assert m["ci_low/fad-vggish:audioldm untrained"] == pytest.approx(11.0)
+    assert m["ci_high/fad-vggish:audioldm untrained"] == pytest.approx(14.5)
+    assert m["fad-vggish:google"] == pytest.approx(3.25)
+    assert "ci_low/fad-vggish:google" not in m  # no CI, no made-up bounds
+    assert set(m) == {"fad-vggish:audioldm untrained", "ci_low/fad-vggish:audioldm untrained",
+                      "ci_high/fad-vggish:audioldm untrained", "fad-vggish:google"}
 
     p = run.data.params
     assert p["generator"] == "noise" and p["seed"] == "0" and p["sample_rate"] == "16000"
@@ -143,10 +143,11 @@ def _check_logged_run(client: MlflowClient, run_id: str, record: dict, experimen
     assert t["bench.suite_hash"] == record["suite"]["hash"]
     assert t["bench.git_revision"] == record["git_revision"]
     assert json.loads(t["bench.versions"]) == record["versions"]
-    assert t["bench.metric.fad-vggish.audioldm.untrained.protocol"] == "vggish@audioldm v1"
-    assert t["bench.metric.fad-vggish.audioldm.untrained.backbone"] == "vggish untrained seed=7"
-    assert t["bench.metric.fad-vggish.google.protocol"] == "vggish@google v1"
-    assert t["bench.metric.fad-vggish.google.backbone"] == f"vggish vggish-10086976.pth sha256={SHA}"
+    assert t["bench.metric.fad-vggish:audioldm untrained.protocol"] == "vggish@audioldm v1"
+    assert t["bench.metric.fad-vggish:audioldm untrained.backbone"] == "vggish untrained seed=7"
+    assert t["bench.metric.fad-vggish:google.protocol"] == "vggish@google v1"
+    assert t["bench.metric.fad-vggish:google.backbone"] == f"vggish vggish-10086976.pth sha256={SHA}"
+    assert t["bench.audio_artifacts"] == "none: the generated audio is no longer at the manifest's path"
 
     assert _download_record(client, run_id, dst) == record
 
@@ -154,9 +155,9 @@ def _check_logged_run(client: MlflowClient, run_id: str, record: dict, experimen
 # ------------------------------------------------------------------------------ keys
 
 @pytest.mark.parametrize("key, expected", [
-    ("fad-vggish@audioldm", "fad-vggish.audioldm"),
-    ("fad-vggish@audioldm[untrained]", "fad-vggish.audioldm.untrained"),
-    ("fad-vggish@google[untrained]", "fad-vggish.google.untrained"),
+    ("fad-vggish@audioldm", "fad-vggish:audioldm"),
+    ("fad-vggish@audioldm[untrained]", "fad-vggish:audioldm untrained"),
+    ("fad-vggish@google[untrained]", "fad-vggish:google untrained"),
     ("plain_metric", "plain_metric"),
 ])
 def test_mlflow_key(key, expected):
@@ -169,7 +170,7 @@ def test_mlflow_keys_are_distinct_and_mlflow_valid():
     keys = [mlflow_key(k) for k in ("fad-vggish@audioldm", "fad-vggish@audioldm[untrained]",
                                     "fad-vggish@google", "fad-vggish@google[untrained]")]
     assert len(set(keys)) == 4, "trained and untrained values must never share an MLflow key"
-    for key in keys:
+    for key in keys + [f"ci_low/{k}" for k in keys]:
         _validate_metric_name(key)
 
 
@@ -199,8 +200,54 @@ def test_log_record_to_sqlite(tmp_path):
     assert run2 != run_id
     exp = client.get_experiment_by_name("exp")
     runs = client.search_runs([exp.experiment_id])
-    assert {r.info.run_name for r in runs} == {record["cell_id"], other["cell_id"]}
+    assert {r.data.tags["bench.cell_id"] for r in runs} == {record["cell_id"], other["cell_id"]}
     assert client.get_run(run2).data.tags["bench.untrained"] == "false"
+
+
+def test_run_carries_audio_per_clip_table_suite_and_plots(tmp_path):
+    """What a person opening the run in the MLflow UI sees, read back through the client."""
+    import numpy as np
+    import soundfile as sf
+
+    results = tmp_path / "results"
+    cell_dir = results / "cells" / "archisound_seed3"
+    (cell_dir / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(5):
+        name = f"{i:05d}_clip{i}.wav"
+        sf.write(cell_dir / "audio" / name, np.full(800, 0.01 * (i + 1), np.float32), 16000)
+        rows.append({"id": f"clip{i}", "path": f"audio/{name}", "caption": f"prompt number {i}"})
+    (cell_dir / "generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite_toml = 'name = "tiny"\n[tracking]\naudio_clips = 2\n'
+    (results / "suite.toml").write_text(suite_toml)
+
+    record = make_record()
+    record["cell"].update(generator="archisound", label="archisound-tiny", checkpoint="/ckpts/step-200.pt", seed=3)
+    record["generation"]["manifest"] = str(cell_dir / "generated.jsonl")
+    record["metrics"].append({**record["metrics"][1], "key": "kl-mel@diffsound", "metric": "kl-mel@diffsound",
+                              "value": 0.5, "per_clip": [{"id": f"clip{i}", "reference_id": f"clip{i}",
+                                                          "value": i / 10} for i in range(5)]})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_record(RunRecord.from_dict(record), uri, "exp", tmp_path / "art", results_dir=results)
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "archisound/archisound-tiny/step-200.pt/seed3"
+    assert run.data.tags["bench.audio_artifacts"] == "2 of 5 generated clips"
+    audio = sorted(a.path for a in client.list_artifacts(run_id, "audio"))
+    assert audio == ["audio/00000_clip0.wav", "audio/00002_clip2.wav"]  # spread evenly, the same every time
+    wave, rate = sf.read(client.download_artifacts(run_id, audio[1], str(tmp_path / "dl")))
+    assert rate == 16000 and np.allclose(wave, 0.03, atol=1e-4)
+
+    table = json.loads(Path(client.download_artifacts(run_id, "per_clip_scores.json", str(tmp_path / "dl")))
+                       .read_text())
+    assert table["columns"] == ["clip_id", "prompt", "audio", "kl-mel:diffsound"]
+    assert table["data"][2] == ["clip2", "prompt number 2", "audio/00002_clip2.wav", pytest.approx(0.2)]
+    assert table["data"][1][2] == ""  # not logged as audio
+    assert Path(client.download_artifacts(run_id, "suite.toml", str(tmp_path / "dl"))).read_text() == suite_toml
+    plots = [a.path for a in client.list_artifacts(run_id, "plots")]
+    assert plots and all(p.endswith(".png") for p in plots)
+    assert _download_record(client, run_id, tmp_path / "dl2") == record
 
 
 def test_log_record_to_unreachable_server_is_a_tracking_error(monkeypatch):
