@@ -87,7 +87,7 @@ def plot_curves(series: Sequence[Series], path_stem: str | Path, *, xlabel: str,
 def _legend_part(name: str, value) -> str:
     text = field_text(name, value)
     return {"sample_rate": f"{text} kHz", "steps": f"{text} steps", "guidance": f"cfg {text}",
-            "duration_s": f"{text} s"}.get(name, text)
+            "duration_s": f"{text} s", "seed": f"seed {text}"}.get(name, text)
 
 
 def _ylabel(col: Column) -> str:
@@ -135,10 +135,12 @@ def model_bars(records: list[RunRecord], out_dir: str | Path, metrics: list[str]
             fig = Figure(figsize=(width, FIGSIZE[1] + 0.5), layout="constrained")
             ax = fig.add_subplot()
             xs = range(len(bars))
-            values = [v.value for _, v in bars]
-            err = [[v.value - v.low if v.has_ci else 0 for _, v in bars],
-                   [v.high - v.value if v.has_ci else 0 for _, v in bars]]
-            ax.bar(xs, values, yerr=err, capsize=3, color="#4c72b0", ecolor="black", error_kw={"linewidth": 1})
+            ax.bar(xs, [v.value for _, v in bars], color="#4c72b0")
+            ci = [(x, v.low, v.high) for x, (_, v) in zip(xs, bars) if v.has_ci]
+            if ci:  # drawn as given: a bias-corrected interval need not contain the value
+                ax.vlines([c[0] for c in ci], [c[1] for c in ci], [c[2] for c in ci], color="black", linewidth=1)
+                for end in (1, 2):
+                    ax.plot([c[0] for c in ci], [c[end] for c in ci], "_", color="black", markersize=6)
             ax.set_xticks(list(xs), [n if len(n) <= 28 else n[:27] + "…" for n, _ in bars], rotation=30,
                           ha="right")
             for i, (name, v) in enumerate(lines):

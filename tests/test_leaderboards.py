@@ -296,8 +296,30 @@ def test_leaderboard_plots_for_steps_rates_and_checkpoints(tmp_path):
             assert b"CreationDate" not in data  # reruns give identical files
 
 
-def test_no_plot_without_a_varying_axis(tmp_path):
-    assert leaderboard_plots(typed(models_records()), tmp_path) == []
+def test_without_a_varying_axis_models_get_bars_and_baselines_lines(tmp_path, monkeypatch):
+    from leaderboards import plots
+
+    drawn = {}
+    real = plots._save
+
+    def spy(fig, stem, formats):
+        ax = fig.axes[0]
+        drawn[stem.name] = ([t.get_text() for t in ax.get_xticklabels()], [ln.get_label() for ln in ax.get_lines()
+                                                                           if ln.get_linestyle() == "--"],
+                            ax.get_title())
+        return real(fig, stem, formats)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    paths = leaderboard_plots(typed(models_records()), tmp_path)
+    assert sorted(p.name for p in paths) == sorted(f"{stem}.{ext}" for ext in ("png", "pdf") for stem in (
+        "fad-vggish_audioldm_by_model", "fad-vggish_google_untrained_by_model"))
+    ticks, baselines, title = drawn["fad-vggish_audioldm_by_model"]
+    assert len(ticks) == 4 and not any(t.startswith("noise") for t in ticks)  # 2 models x 2 seeds as bars
+    assert [b.split(":")[0] for b in baselines] == ["noise, seed 0, 16 kHz", "noise, seed 1, 16 kHz"]  # as lines
+    assert title == "bars: 95% CI (bootstrap over clips)"
+    for p in paths:
+        if p.suffix == ".png":
+            assert _png_variance(p) > 0.02, p
 
 
 # ------------------------------------------------------------------------------------ sources
