@@ -124,7 +124,8 @@ def model_bars(records: list[RunRecord], out_dir: str | Path, metrics: list[str]
             v = row.values.get(col.key)
             if v is None:
                 continue
-            name = ", ".join([field_text("label", row.fields["label"])]
+            label = field_text("label", row.fields["label"])
+            name = ", ".join([label if len(label) <= 20 else label[:19] + "…"]  # keep what tells rows apart
                              + [_legend_part(f, row.fields[f]) for f in shown if row.fields[f] is not None])
             baseline = {generator_of.get(c) for c in row.cells} <= BASELINES
             (lines if baseline else bars).append((name, v))
@@ -141,8 +142,7 @@ def model_bars(records: list[RunRecord], out_dir: str | Path, metrics: list[str]
                 ax.vlines([c[0] for c in ci], [c[1] for c in ci], [c[2] for c in ci], color="black", linewidth=1)
                 for end in (1, 2):
                     ax.plot([c[0] for c in ci], [c[end] for c in ci], "_", color="black", markersize=6)
-            ax.set_xticks(list(xs), [n if len(n) <= 28 else n[:27] + "…" for n, _ in bars], rotation=30,
-                          ha="right")
+            ax.set_xticks(list(xs), [n for n, _ in bars], rotation=30, ha="right")
             for i, (name, v) in enumerate(lines):
                 ax.axhline(v.value, color=f"C{i + 1}", linestyle="--", linewidth=1, label=f"{name}: {v.value:.3g}")
             if lines:
