@@ -16,7 +16,7 @@ import hashlib
 from html import escape
 from pathlib import Path
 
-from leaderboards.table import Column, Row, Table, field_text, fmt_number
+from leaderboards.table import Column, Row, Table, constant_fields, field_text, fmt_number, interval_label
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -29,13 +29,14 @@ td { white-space: nowrap; }
 td.text { white-space: normal; min-width: 5rem; max-width: 24rem; overflow-wrap: break-word; }
 th, td { padding: .35rem .7rem; border-bottom: 1px solid #d8dee4; text-align: right; vertical-align: top; }
 th.text, td.text { text-align: left; }
-thead th { border-bottom: 2px solid #1b1f24; cursor: pointer; user-select: none; white-space: nowrap; }
+thead th { border-bottom: 2px solid #1b1f24; cursor: pointer; user-select: none; vertical-align: bottom; }
+thead th .preset { display: block; font-weight: 400; color: #57606a; }
 thead th.nosort { cursor: default; }
 thead th[aria-sort=ascending]::after { content: " \\25B2"; font-size: .7em; }
 thead th[aria-sort=descending]::after { content: " \\25BC"; font-size: .7em; }
 td.best { font-weight: 700; }
 td.second { text-decoration: underline; }
-.ci { color: #57606a; font-size: .85em; }
+.ci { display: block; color: #57606a; font-size: .8em; }
 .badge { display: inline-block; margin-left: .3rem; padding: 0 .35rem; border-radius: .6rem;
          background: #ffebe9; color: #a40e26; font-size: .75em; font-weight: 600; }
 td.untrained { background: #fff8f7; }
@@ -43,7 +44,7 @@ tr.details td { text-align: left; background: #f6f8fa; font-size: .85em; white-s
 tr.details ul { margin: .2rem 0; padding-left: 1.2rem; }
 button.more { border: 1px solid #d0d7de; background: #f6f8fa; border-radius: .3rem; cursor: pointer; }
 .notes { font-size: .9em; color: #333; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
+.plots { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
 .plots figure { margin: 0; width: 30rem; max-width: 100%; }
 .plots img { width: 100%; border: 1px solid #d8dee4; }
 code { font-size: .9em; }
@@ -118,9 +119,10 @@ def _th(col: Column) -> str:
                 f'title="{escape(col.title + unit)}">{escape(col.title + unit)}</th>')
     badge = '<span class="badge">untrained</span>' if col.untrained else ""
     first = "desc" if col.direction == "higher" else "asc"
+    name, at, preset = col.title.replace("[untrained]", "").partition("@")  # two short lines, a narrow column
     return (f'<th tabindex="0" data-type="num" data-key="{escape(col.key)}" data-first="{first}" '
-            f'title="{escape(_metric_tooltip(col))}">{escape(col.title.replace("[untrained]", "") + unit)} '
-            f'{escape(col.arrow)}{badge}</th>')
+            f'title="{escape(_metric_tooltip(col))}">{escape(name + unit)} {escape(col.arrow)}{badge}'
+            f'<span class="preset">{escape(at + preset)}</span></th>')
 
 
 def _td(col: Column, row: Row) -> str:
@@ -161,19 +163,23 @@ def _details(table: Table, row: Row, width: int) -> str:
     return (f'<tr class="details" hidden><td colspan="{width}"><ul>{"".join(items)}</ul></td></tr>')
 
 
-def _notes(table: Table) -> str:
+def _notes(table: Table, constants: dict) -> str:
     notes = []
+    if constants:
+        said = {"sample_rate": lambda v: f"{v / 1000:g} kHz sample rate", "duration_s": lambda v: f"{v:g} s clips"}
+        notes.append("All rows: " + escape(", ".join(said[k](v) for k, v in constants.items())) + ".")
     for ref in table.references:
         notes.append(f"Reference set: {escape(ref['name'])} ({escape(ref['kind'])}, {ref['n_clips']} clips, "
                      f"fingerprint <code>{escape(ref['fingerprint'][:12])}</code>).")
     levels = table.ci_levels("bootstrap")
     if levels:
-        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} bootstrap intervals over clips "
-                     "(bias-shifted percentile).")
+        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} intervals; for one cell a "
+                     "bootstrap over its clips (bias-shifted percentile).")
     if table.ci_levels("raters-items"):
         notes.append("Listening tests: two-way bootstrap intervals over raters and items.")
     if table.ci_levels("seeds"):
-        notes.append("Rows averaged over several cells (seeds): mean with a Student-t interval over them.")
+        notes.append("Rows averaged over several cells (seeds): mean with a Student-t interval over them; the "
+                     "Interval column says which rows are (N cells) and which are one cell (clips).")
     if any(v.rank for r in table.rows for v in r.values.values()):
         notes.append("Bold: best per column; underlined: second (ties share).")
     if table.untrained:
@@ -194,22 +200,26 @@ def _plots(plots) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(path.stem)}">'
                        f"<figcaption>{escape(path.stem)}</figcaption></figure>")
-    return f'<section class="plots"><h2>Plots</h2>{"".join(figures)}</section>' if figures else ""
+    return f'<section><h2>Plots</h2><div class="plots">{"".join(figures)}</div></section>' if figures else ""
 
 
 def render_table(table: Table, caption: str | None = None, plots=()) -> str:
     title = table.title or "Leaderboard"
-    columns = table.columns
+    constants = constant_fields(table)  # said once, in the notes
+    columns = [c for c in table.columns if c.key not in constants]
     width = len(columns) + 1 + (1 if table.aggregated else 0)
     head = "".join(_th(c) for c in columns)
     if table.aggregated:
-        head += '<th tabindex="0" data-type="num" data-key="n" data-first="desc" title="records averaged">n</th>'
+        head += ('<th class="text" tabindex="0" data-type="text" data-key="interval" title="N cells: mean of N '
+                 'cells (seeds) with a Student-t interval; clips: one cell, bootstrap over its clips">'
+                 'Interval</th>')
     head += '<th class="nosort" title="provenance"></th>'
     body = []
     for row in table.rows:
         cells = "".join(_td(c, row) for c in columns)
         if table.aggregated:
-            cells += f'<td data-sort="{row.n}">{row.n}</td>'
+            label = interval_label(row)
+            cells += f'<td class="text" data-sort="{escape(label)}">{escape(label)}</td>'
         cells += '<td><button class="more" type="button" aria-expanded="false">details</button></td>'
         body.append(f'<tr class="row">{cells}</tr>' + _details(table, row, width))
     if not table.rows:
@@ -225,5 +235,5 @@ def render_table(table: Table, caption: str | None = None, plots=()) -> str:
         + (f'<p class="caption">{escape(caption)}</p>\n' if caption else "")
         + f'<div class="scroll"><table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
         + "\n".join(body)
-        + "\n</tbody>\n</table></div>\n" + _notes(table) + "\n" + _plots(plots)
+        + "\n</tbody>\n</table></div>\n" + _notes(table, constants) + "\n" + _plots(plots)
         + f"\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")

@@ -1,10 +1,14 @@
 """Paper-ready LaTeX leaderboard (booktabs), rendered from the table model.
 
-Compiles in a plain `article` with `\\usepackage{booktabs}` and nothing else. Arrows give direction,
+Compiles in a plain `article` with `\\usepackage{booktabs}` and `\\usepackage{graphicx}` (the table is
+scaled down to the text width only when it would not fit). Arrows give direction,
 the best value per metric column is bold and the second underlined (ties share), values carry their
 interval as `mean ± half-width` (asymmetric intervals as `mean^{+a}_{-b}`) or as a subscript, every
-column has one number of decimals, untrained numbers carry a dagger explained in the caption, and the
-caption lists the reference set, protocols, backbone checkpoints and generator checkpoints.
+column has one number of decimals, untrained numbers carry a dagger explained in the caption, columns
+with one value in every row (sample rate, duration) are said once in the caption, and a footnote-size
+note under the table lists the reference set, protocols, backbone checkpoints and generator checkpoints.
+Tables mixing seed-averaged rows (Student-t over cells) and single cells (bootstrap over clips) say which
+is which in an Interval column.
 Every piece of text is escaped: model names with _ & % # $ are common.
 """
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from leaderboards.table import Column, Row, Table, field_text, fmt_number
+from leaderboards.table import Column, Row, Table, constant_fields, field_text, fmt_number, interval_label
 
 CI_STYLES = ("pm", "sub", "none")
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -82,38 +86,32 @@ def _cell(col: Column, row: Row, ci: str) -> str:
     return "--" if v is None else _number(v, col, ci)
 
 
-def _caption(table: Table, ci: str, caption: str | None) -> str:
+def _constants_text(constants: dict) -> str:
+    parts = {"sample_rate": lambda v: f"{v / 1000:g} kHz", "duration_s": lambda v: f"{v:g} s clips"}
+    return ", ".join(parts[k](v) for k, v in constants.items())
+
+
+def _caption(table: Table, ci: str, caption: str | None, constants: dict) -> str:
     parts = [escape(caption or table.title or "Leaderboard").rstrip(".") + "."]
-    ref = table.references[0] if table.references else None
-    if ref:
-        parts.append(f"Reference set: {escape(ref['name'])} ({escape(ref['kind'])}, {ref['n_clips']} clips, "
-                     f"fingerprint {escape(ref['fingerprint'][:12])}).")
-    metrics = []
-    for col in table.metric_columns:
-        p = col.provenance
-        metrics.append(f"{escape(col.title)}: metric v{p['version']}, protocol {escape(p['protocol'])}, "
-                       f"backbone {escape(p['backbone'])}")
-    if metrics:
-        parts.append("Metrics: " + "; ".join(metrics) + ".")
-    ckpts = [f"{escape(c['label'])}: {escape(field_text('checkpoint', c['checkpoint']))}"
-             + (f" (sha256 {escape(c['sha256'][:12])})" if c["sha256"] else "")
-             for c in table.checkpoints if c["checkpoint"]]
-    if ckpts:
-        parts.append("Checkpoints: " + "; ".join(ckpts) + ".")
+    if constants:
+        parts.append(f"All rows: {escape(_constants_text(constants))}.")
     if ci != "none":
-        how = ("Values: mean $\\pm$ half-width of the {} "
-               "(asymmetric ones as $^{{+\\mathrm{{up}}}}_{{-\\mathrm{{down}}}}$)." if ci == "pm" else "Subscripts: {}.")
-        levels = table.ci_levels("bootstrap")
-        if levels:
-            parts.append(how.format(f"{'/'.join(f'{lv:.0%}' for lv in levels)} bootstrap interval over clips")
-                         .replace("%", r"\%"))
+        levels = "/".join(f"{lv:.0%}" for lv in table.ci_levels("bootstrap")).replace("%", r"\%")
+        seeds = "/".join(f"{lv:.0%}" for lv in table.ci_levels("seeds")).replace("%", r"\%")
+        what = (r"Values: mean $\pm$ half-width of the interval (asymmetric ones as "
+                r"$^{+\mathrm{up}}_{-\mathrm{down}}$)." if ci == "pm" else "Subscripts: intervals.")
+        if levels or seeds or table.ci_levels("raters-items"):
+            parts.append(what)
+        if table.aggregated:  # both kinds may share a column: each row says which it has
+            kinds = ([f"clips = {levels} bootstrap over the clips of one cell"] if levels else []) + (
+                [f"$n$ cells = mean over $n$ cells (seeds) with a {seeds} Student-t interval"] if seeds else [])
+            parts.append("Interval column: " + "; ".join(kinds) + ".")
+        elif levels:
+            parts.append(f"Intervals: {levels} bootstrap over clips.")
         listening = table.ci_levels("raters-items")
         if listening:
             parts.append(f"Listening-test columns: {'/'.join(f'{lv:.0%}' for lv in listening)} two-way bootstrap "
                          "interval over raters and items.".replace("%", r"\%"))
-        if table.ci_levels("seeds"):
-            seeds = "/".join(f"{lv:.0%}" for lv in table.ci_levels("seeds")).replace("%", r"\%")
-            parts.append(f"Rows with $n>1$: mean over $n$ cells (seeds) with a {seeds} Student-t interval over them.")
     if any(v.rank for r in table.rows for v in r.values.values()):
         parts.append("Best per column in bold, second underlined.")
     if table.untrained:
@@ -122,20 +120,45 @@ def _caption(table: Table, ci: str, caption: str | None) -> str:
     return " ".join(parts)
 
 
+def _provenance(table: Table) -> str:
+    """Where the numbers come from, compactly: set up as a footnote-size note under the table."""
+    parts = []
+    ref = table.references[0] if table.references else None
+    if ref:
+        parts.append(f"Reference: {escape(ref['name'])} ({escape(ref['kind'])}, {ref['n_clips']} clips, "
+                     f"fingerprint {escape(ref['fingerprint'][:12])}).")
+    for col in table.metric_columns:
+        p = col.provenance
+        parts.append(f"{escape(col.title)}: v{p['version']}, {escape(p['protocol'])}, {escape(p['backbone'])}.")
+    ckpts = [f"{escape(c['label'])}: {escape(field_text('checkpoint', c['checkpoint']))}"
+             + (f" ({escape(c['sha256'][:12])})" if c["sha256"] else "")
+             for c in table.checkpoints if c["checkpoint"]]
+    if ckpts:
+        parts.append("Checkpoints (sha256): " + "; ".join(ckpts) + ".")
+    return " ".join(parts)
+
+
 def render_table(table: Table, ci: str = "pm", caption: str | None = None, label: str | None = None) -> str:
+    """The table environment; scaled down to the text width only when its natural width exceeds it."""
     if ci not in CI_STYLES:
         raise ValueError(f"ci style must be one of {CI_STYLES}, got {ci!r}")
-    columns = [c for c in table.columns if not (c.kind == "field" and c.key == table.section_field)]
-    spec = "".join("l" if c.kind == "field" else "r" for c in columns) + ("r" if table.aggregated else "")
-    header = [_header(c) for c in columns] + (["$n$"] if table.aggregated else [])
+    constants = constant_fields(table)
+    columns = [c for c in table.columns if not (c.kind == "field" and c.key == table.section_field)
+               and c.key not in constants]
+    spec = "".join("l" if c.kind == "field" else "r" for c in columns) + ("l" if table.aggregated else "")
+    header = [_header(c) for c in columns] + (["Interval"] if table.aggregated else [])
     width = len(header)
     label = label or "tab:" + (re.sub(r"[^A-Za-z0-9]+", "-", table.title or "leaderboard").strip("-").lower()
                                or "leaderboard")
-    lines = [r"% bench leaderboard: needs \usepackage{booktabs}",
+    provenance = _provenance(table)
+    lines = [r"% bench leaderboard: needs \usepackage{booktabs} and \usepackage{graphicx}",
              r"\begin{table}[t]", r"\centering",
              *([r"\renewcommand{\arraystretch}{1.2}"] if ci != "none" else []),  # room for scripts; local
-             rf"\caption{{{_caption(table, ci, caption)}}}",
+             r"\setlength{\tabcolsep}{4pt}",
+             rf"\caption{{{_caption(table, ci, caption, constants)}}}",
              rf"\label{{{re.sub(r'[^A-Za-z0-9:._-]', '-', label)}}}",
+             # natural size when it fits the text width, else scaled down to it
+             r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
     if not table.rows:
@@ -147,13 +170,17 @@ def render_table(table: Table, ci: str = "pm", caption: str | None = None, label
                 lines.append(r"\midrule")
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{escape(section)}}}}} \\")
         for row in (r for r in table.rows if r.section == section):
-            cells = [_cell(c, row, ci) for c in columns] + ([str(row.n)] if table.aggregated else [])
+            cells = [_cell(c, row, ci) for c in columns] + ([escape(interval_label(row))] if table.aggregated
+                                                             else [])
             lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if provenance:
+        lines += [r"\par\smallskip", rf"\parbox{{\linewidth}}{{\footnotesize\raggedright {provenance}}}"]
+    lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def document(table_tex: str) -> str:
     """A complete, compilable article around a rendered table (for checking and previews)."""
-    return ("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    return ("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\begin{document}\n"
             + table_tex + "\\end{document}\n")

@@ -27,7 +27,8 @@ STYLE = {"font.size": 9, "axes.labelsize": 9, "axes.titlesize": 9, "legend.fonts
 FIGSIZE = (3.4, 2.5)  # inches: one column of a two-column paper
 # Baseline generators: drawn as reference lines in the per-model bars, not as models.
 BASELINES = {"reference", "noise", "silence"}
-INTERVAL_NAMES = {"bootstrap": "bootstrap over clips", "seeds": "Student-t over seeds"}
+INTERVAL_NAMES = {"bootstrap": "bootstrap over clips", "seeds": "Student-t over seeds",  # Value.interval
+                  "raters-items": "bootstrap over raters and items"}
 _AXES = {"steps": ("steps", "sampling steps"), "sample_rate": ("rates", "sample rate (kHz)"),
          "checkpoint": ("checkpoints", "checkpoint step")}
 
@@ -114,7 +115,9 @@ def model_bars(records: list[RunRecord], out_dir: str | Path, metrics: list[str]
     import matplotlib
     from matplotlib.figure import Figure
 
-    table = build_table(records, layout="models", metrics=metrics, info=[])
+    # one bar per model: seeds averaged (Student-t interval), any other varying field kept apart
+    group_by = ["label"] + [f for f in FIELDS[2:] if f != "seed" and len({repr(r.cell.get(f)) for r in records}) > 1]
+    table = build_table(records, layout="models", metrics=metrics, group_by=group_by, info=[])
     generator_of = {r.cell_id: r.generator for r in records}
     shown = [f for f in table.group_by if f != "label"]
     paths: list[Path] = []

@@ -39,7 +39,7 @@ def default_experiment_uri(experiment: str) -> str:
 
 
 def load_mlflow_records(experiment: str, tracking_uri: str | None = None) -> list[RunRecord]:
-    """The latest record of every cell logged to an MLflow experiment, in the order cells first ran."""
+    """The latest record of every cell logged to an MLflow experiment, by cell id (as load_records)."""
     uri = tracking_uri or default_experiment_uri(experiment)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise BenchError(f"MLflow store {uri} does not exist; give --tracking-uri (or --records DIR)")
@@ -83,4 +83,4 @@ def load_mlflow_records(experiment: str, tracking_uri: str | None = None) -> lis
                          f"{type(exc).__name__}: {exc}") from exc
     if not records:
         raise BenchError(f"MLflow experiment {experiment!r} at {uri} has no bench runs")
-    return records
+    return sorted(records, key=lambda r: r.cell_id)  # the order of load_records (file names = cell ids)

@@ -164,6 +164,31 @@ def backbone_text(result: dict) -> str:
     return f"{name} {b.get('file') or '?'} sha256 {sha[:16]}{trained}"
 
 
+CONSTANT_CANDIDATES = ("sample_rate", "duration_s")
+
+
+def constant_fields(table: Table) -> dict[str, object]:
+    """Columns among SR and duration with one value in every row: a renderer says them once (caption)."""
+    out = {}
+    for col in table.columns:
+        if col.kind == "field" and col.key in CONSTANT_CANDIDATES and table.rows:
+            values = {repr(r.fields.get(col.key)) for r in table.rows}
+            value = table.rows[0].fields.get(col.key)
+            if len(values) == 1 and value is not None and not isinstance(value, tuple):
+                out[col.key] = value
+    return out
+
+
+def interval_label(row: Row) -> str:
+    """Where a row's intervals come from: "clips" (one cell: bootstrap over its clips), "raters x items" (a
+    listening test), "N cells" (mean of N cells, e.g. seeds: Student-t over them), "–" (no interval)."""
+    if row.n > 1:
+        return f"{row.n} cells"
+    kinds = {v.interval for v in row.values.values()}
+    return ", ".join([name for kind, name in (("bootstrap", "clips"), ("raters-items", "raters x items"))
+                      if kind in kinds]) or "–"
+
+
 # ------------------------------------------------------------------------------------ building
 
 def metric_display(result: dict) -> tuple[str, int]:

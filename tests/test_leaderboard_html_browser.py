@@ -13,8 +13,8 @@ import pytest
 
 from leaderboards import html
 from leaderboards.plots import leaderboard_plots
-from leaderboards.table import build_table
-from tests.test_leaderboards import models_records, sweep_records, typed
+from leaderboards.table import build_table, constant_fields
+from tests.test_leaderboards import models_records, record, result, sweep_records, typed
 
 INJECTED = ('<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
             '<b id="injected">bold</b>')
@@ -96,7 +96,8 @@ def test_page_is_self_contained_and_escapes_everything(page):
 def test_dom_in_chromium_is_sorted_from_the_url_hash_and_has_no_injected_element(page, tmp_path):
     exe = _chromium()
     path, table, pngs = page
-    column = [c.key for c in table.columns].index("fad-vggish@audioldm")
+    shown = [c.key for c in table.columns if c.key not in constant_fields(table)]  # constants: in the notes
+    column = shown.index("fad-vggish@audioldm")
     url = path.as_uri() + "#sort=fad-vggish%40audioldm&dir=desc"
     dom = _Dom()
     dom.feed(_browse(exe, tmp_path, url, "--dump-dom"))
@@ -140,3 +141,26 @@ def test_screenshot_shows_the_table_and_plots(page, tmp_path):
     assert colourful > 2000  # the plots' coloured lines and bands rendered
     if os.environ.get("BENCH_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["BENCH_KEEP_SCREENSHOT"])
+
+
+def test_three_metrics_fit_a_1400_px_window_without_sideways_scrolling(tmp_path):
+    """Laid out by Chromium: the table's scroll container is no wider than its content box."""
+    exe = _chromium()
+    metrics = ["fad-vggish@audioldm[untrained]", "fid-mel@diffsound[untrained]", "kl-mel@diffsound[untrained]"]
+    records = [record(f"{label} (untrained)", [result(m, 10.0 + i + seed, 1.5, untrained=True)
+                                               for i, m in enumerate(metrics)],
+                      seed=seed, steps=10, checkpoint=f"/home/user/runs/{label}/step-{step}.pt")
+               for label, step in (("archisound-tiny", 100), ("archisound-tiny", 200), ("discodiff-small", 300))
+               for seed in (0, 1)]
+    records += [record("noise", [result(m, 40.0, 2.0, untrained=True) for m in metrics])]
+    page = html.render_table(build_table(records, group_by=["label", "checkpoint", "steps"]), plots=[])
+    assert "Interval" in page and "cells" in page and "clips" in page
+    # A copy with a measuring script instead of the page's CSP (the page itself allows only its own script).
+    probe = page.replace('<meta http-equiv="Content-Security-Policy"', '<meta name="x"').replace(
+        "</body>", "<script>var s = document.querySelector('.scroll'); document.title = s.scrollWidth + ' ' + "
+        "s.clientWidth + ' ' + document.documentElement.scrollWidth;</script></body>")
+    (tmp_path / "probe.html").write_text(probe, encoding="utf-8")
+    dom = _Dom()
+    dom.feed(_browse(exe, tmp_path, (tmp_path / "probe.html").as_uri(), "--dump-dom", "--window-size=1400,900"))
+    content, box, document_width = map(int, dom.title.split())
+    assert content <= box and document_width <= 1400, dom.title

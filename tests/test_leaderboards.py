@@ -197,7 +197,7 @@ def test_checkpoints_layout_orders_by_training_step():
     assert [r.fields["checkpoint"].split("/")[-1] for r in table.rows] == ["step-1000.pt", "step-2000.pt",
                                                                           "step-4000.pt"]
     text = latex.render_table(table)
-    assert "mine: step-1000.pt (sha256 c0ffeec0ffee)" in text  # checkpoints are in the caption
+    assert "Checkpoints (sha256): " in text and "mine: step-1000.pt (c0ffeec0ffee)" in text  # in the note
 
 
 def test_a_generator_with_random_weights_is_labelled_untrained_in_every_layout():
@@ -259,6 +259,38 @@ def test_latex_compiles_with_pdflatex(tmp_path, layout):
     assert "Missing character" not in log and "Undefined control sequence" not in log
 
 
+def test_latex_fits_a_6_5_inch_text_width(tmp_path):
+    """Eight metric columns are far wider than 6.5 in: scaled to the text width, no overfull box."""
+    exe = _pdflatex()
+    names = [f"metric-{i}@preset-{i}" for i in range(8)]
+    records = [record(label, [result(n, 10.0 + i + 0.5 * k, 0.25) for i, n in enumerate(names)], seed=seed)
+               for k, label in enumerate(["DiscoDiff_v2 large model", "Tango 2"]) for seed in (0, 1)]
+    body = latex.render_table(build_table(records))
+    doc = latex.document(body).replace("\\documentclass{article}",
+                                       "\\documentclass{article}\n\\usepackage[textwidth=6.5in]{geometry}")
+    (tmp_path / "doc.tex").write_text(doc, encoding="utf-8")
+    proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log
+
+
+def test_latex_says_constant_columns_once_and_which_rows_are_averaged():
+    records = models_records()[1:3] + models_records()[4:6]  # Tango (2 seeds), noise (2 seeds): 16 kHz, 10 s
+    records = [r for r in records if not (r["cell"]["label"] == "noise" and r["cell"]["seed"] == 1)]
+    tex = latex.render_table(build_table(records, group_by=["label"]))
+    assert "All rows: 16 kHz, 10 s clips." in tex
+    assert "SR (kHz)" not in tex and "Dur. (s)" not in tex
+    rows = [line for line in tex.splitlines() if line.startswith(("Tango", "noise"))]
+    assert rows[0].endswith("& 2 cells \\\\") and rows[1].endswith("& clips \\\\")
+    assert "Interval column: clips = 95\\% bootstrap over the clips of one cell; $n$ cells = mean over $n$ " \
+           "cells (seeds) with a 95\\% Student-t interval." in tex
+    note = tex.split("\\footnotesize\\raggedright ")[1]
+    assert note.startswith("Reference: synthetic") and "vggish@audioldm v1" in note  # provenance under the table
+    assert "vggish@audioldm v1" not in tex.split("\\caption{")[1].split("\\label")[0]  # not in the caption
+
+
 # ------------------------------------------------------------------------------------ CSV
 
 def test_csv_is_full_precision_and_formula_safe():
@@ -314,9 +346,9 @@ def test_without_a_varying_axis_models_get_bars_and_baselines_lines(tmp_path, mo
     assert sorted(p.name for p in paths) == sorted(f"{stem}.{ext}" for ext in ("png", "pdf") for stem in (
         "fad-vggish_audioldm_by_model", "fad-vggish_google_untrained_by_model"))
     ticks, baselines, title = drawn["fad-vggish_audioldm_by_model"]
-    assert len(ticks) == 4 and not any(t.startswith("noise") for t in ticks)  # 2 models x 2 seeds as bars
-    assert [b.split(":")[0] for b in baselines] == ["noise, seed 0, 16 kHz", "noise, seed 1, 16 kHz"]  # as lines
-    assert title == "bars: 95% CI (bootstrap over clips)"
+    assert ticks == ["DiscoDiff_v2 & co 1…, 48 kHz", "Tango, 16 kHz"]  # a bar per model, seeds averaged
+    assert [b.split(":")[0] for b in baselines] == ["noise, 16 kHz"]  # the baseline as a line
+    assert title == "bars: 95% CI (Student-t over seeds)"
     for p in paths:
         if p.suffix == ".png":
             assert _png_variance(p) > 0.02, p
@@ -352,13 +384,15 @@ def test_load_records_from_mlflow_keeps_the_latest_run_per_cell(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     records = models_records()[:3]
-    for r in records:
+    for r in reversed(records):  # logged in another order than the cell ids sort in
         log_record(RunRecord.from_dict(r), uri, "paper", tmp_path / "artifacts")
     rerun = json.loads(json.dumps(records[1]))
     rerun["metrics"][0]["value"] = 0.5
     log_record(RunRecord.from_dict(rerun), uri, "paper", tmp_path / "artifacts")  # a --force rerun of the same cell
     loaded = load_mlflow_records("paper", uri)
-    assert [r.cell_id for r in loaded] == [r["cell_id"] for r in records]
+    assert [r.cell_id for r in loaded] == sorted(r["cell_id"] for r in records)
+    _write_records(tmp_path / "res", records)
+    assert [r.cell_id for r in loaded] == [r.cell_id for r in load_records(tmp_path / "res")]  # same rows
     assert loaded[1].metrics[0]["value"] == 0.5
     with pytest.raises(BenchError, match="no MLflow experiment 'other'.*paper"):
         load_mlflow_records("other", uri)
