@@ -83,3 +83,21 @@ def test_cli_prints_one_line_naming_the_extra(tmp_path, cache_dir, monkeypatch, 
     assert err.strip().splitlines() == [
         "error: PaSST (kl-passt metrics) needs hear21passt, which is not installed: "
         "pip install 'bench-harness[passt]'"]
+
+
+def test_core_install_without_torchvision_or_torchaudio_still_names_the_extra(monkeypatch):
+    """A core install has neither: the compatibility shims find nothing to repair, PaSST names [passt]."""
+    from bench.core import torch_compat
+    from metrics.backbones import passt
+
+    torch_compat.ensure_torchvision_importable.cache_clear()  # cached results are for the installed packages
+    torch_compat.ensure_torchaudio_importable.cache_clear()
+    _hide(monkeypatch, "hear21passt", "torchvision", "torchaudio", "timm")
+    try:
+        assert torch_compat.ensure_torchvision_importable() == "absent"
+        assert torch_compat.ensure_torchaudio_importable() == "absent"
+        with pytest.raises(MissingExtraError, match=r"needs hear21passt.*bench-harness\[passt\]"):
+            passt.network_module()
+    finally:
+        torch_compat.ensure_torchvision_importable.cache_clear()
+        torch_compat.ensure_torchaudio_importable.cache_clear()

@@ -153,7 +153,7 @@ def test_three_metrics_fit_a_1400_px_window_without_sideways_scrolling(tmp_path)
                for label, step in (("archisound-tiny", 100), ("archisound-tiny", 200), ("discodiff-small", 300))
                for seed in (0, 1)]
     records += [record("noise", [result(m, 40.0, 2.0, untrained=True) for m in metrics])]
-    page = html.render_table(build_table(records, group_by=["label", "checkpoint", "steps"]), plots=[])
+    page = html.render_table(build_table(typed(records), group_by=["label", "checkpoint", "steps"]), plots=[])
     assert "Interval" in page and "cells" in page and "clips" in page
     # A copy with a measuring script instead of the page's CSP (the page itself allows only its own script).
     probe = page.replace('<meta http-equiv="Content-Security-Policy"', '<meta name="x"').replace(

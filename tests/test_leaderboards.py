@@ -265,7 +265,7 @@ def test_latex_fits_a_6_5_inch_text_width(tmp_path):
     names = [f"metric-{i}@preset-{i}" for i in range(8)]
     records = [record(label, [result(n, 10.0 + i + 0.5 * k, 0.25) for i, n in enumerate(names)], seed=seed)
                for k, label in enumerate(["DiscoDiff_v2 large model", "Tango 2"]) for seed in (0, 1)]
-    body = latex.render_table(build_table(records))
+    body = latex.render_table(build_table(typed(records)))
     doc = latex.document(body).replace("\\documentclass{article}",
                                        "\\documentclass{article}\n\\usepackage[textwidth=6.5in]{geometry}")
     (tmp_path / "doc.tex").write_text(doc, encoding="utf-8")
@@ -279,7 +279,7 @@ def test_latex_fits_a_6_5_inch_text_width(tmp_path):
 def test_latex_says_constant_columns_once_and_which_rows_are_averaged():
     records = models_records()[1:3] + models_records()[4:6]  # Tango (2 seeds), noise (2 seeds): 16 kHz, 10 s
     records = [r for r in records if not (r["cell"]["label"] == "noise" and r["cell"]["seed"] == 1)]
-    tex = latex.render_table(build_table(records, group_by=["label"]))
+    tex = latex.render_table(build_table(typed(records), group_by=["label"]))
     assert "All rows: 16 kHz, 10 s clips." in tex
     assert "SR (kHz)" not in tex and "Dur. (s)" not in tex
     rows = [line for line in tex.splitlines() if line.startswith(("Tango", "noise"))]

@@ -20,13 +20,26 @@ import functools
 _SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
 
 
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ValueError, AttributeError):  # in sys.modules as None: treated as absent
+        return False
+
+
 @functools.lru_cache(maxsize=1)
 def ensure_torchvision_importable() -> str:
     """Import torchvision, defining its missing op schemas only if the plain import fails.
 
-    Returns "native" or "schema-shim" (recorded by backbones that depend on it)."""
+    Returns "native", "schema-shim" (recorded by backbones that depend on it) or "absent" (not installed:
+    nothing to repair; whatever needs it names its extra when it imports it)."""
     import importlib
     import sys
+
+    if not _installed("torchvision"):
+        return "absent"
 
     try:
         importlib.import_module("torchvision")
@@ -55,11 +68,14 @@ def _drop_modules(package: str) -> None:
 def ensure_torchaudio_importable() -> str:
     """Import torchaudio; if its compiled extension cannot load, import it without the extension.
 
-    Returns "native" or "extension-disabled" (recorded by backbones that depend on it)."""
+    Returns "native", "extension-disabled" (recorded by backbones that depend on it) or "absent"."""
     import importlib
     import importlib.util
     import sys
     from pathlib import Path
+
+    if not _installed("torchaudio"):
+        return "absent"
 
     try:
         importlib.import_module("torchaudio")
