@@ -20,7 +20,7 @@ def score(metrics: str | list[str], generated, reference=None, *, weights: str =
           bootstrap_seed: int = 0, batch_size: int = 32, progress: bool = False) -> dict:
     """Score the `generated` clips (a folder, a .jsonl/.csv manifest or "builtin:synthetic") with each metric
     (ids such as "fad-vggish@audioldm"), against `reference` where a metric needs one."""
-    from bench.core.clipsets import open_clip_set
+    from bench.core.clip_sources import open_clip_set
     from bench.scoring import score as score_sets
     from metrics.backbones.base import WeightsChoice
     from metrics.inputs import ScoreOptions
