@@ -7,8 +7,11 @@ be wrong with a file or a generated waveform is reported as an AudioError naming
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -17,26 +20,101 @@ from bench.core.errors import AudioError
 
 SILENCE_PEAK = 1e-5  # -100 dBFS: below this a clip counts as silent
 MONO_POLICIES = ("mean", "first")
+# The one list of file extensions read as audio (any case): the containers libsndfile (soundfile) decodes.
+AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                    ".au", ".snd", ".caf", ".w64", ".rf64")
+BLOCK_FRAMES = 1 << 18  # frames per block when a long file is streamed (about 6 s at 44.1 kHz)
+_DECODE_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError)
+_SHOULD_BE = re.compile(r"(\d+)\s*\(should be (\d+)\)")
+
+
+def is_audio_name(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _check_is_file(path: Path) -> None:
+    if not os.path.lexists(path):
+        raise AudioError(f"{path}: audio file not found; check the path (relative manifest paths "
+                         f"resolve against the manifest's folder)")
+    if not path.exists():
+        raise AudioError(f"{path}: dangling symbolic link (to {os.readlink(path)}); fix or remove the link")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise AudioError(f"{path}: {kind}, not an audio file; point to a file "
+                         f"({', '.join(AUDIO_EXTENSIONS)}) or remove it")
+
+
+def _open(path: Path) -> sf.SoundFile:
+    _check_is_file(path)
+    try:
+        f = sf.SoundFile(str(path))
+    except _DECODE_ERRORS as e:
+        raise _corrupt(path, e) from e
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"{path}: audio file is empty (0 frames); replace it or drop it from the set")
+    # libsndfile clamps the frame count of a truncated file to what is present and says so in its log:
+    # "data : 135156 (should be 67556)". A header promising more than the file holds is a corrupt file.
+    for claimed, present in _SHOULD_BE.findall(f.extra_info):
+        if int(present) < int(claimed):
+            f.close()
+            raise AudioError(f"{path}: truncated: the header promises {claimed} bytes, the file holds "
+                             f"{present}; the file is corrupt (an interrupted copy or write): re-export or "
+                             f"replace it")
+    return f
+
+
+def _corrupt(path: Path, e: Exception) -> AudioError:
+    return AudioError(f"{path}: cannot decode audio ({e}); the file is corrupt or not in a format soundfile "
+                      f"reads ({', '.join(AUDIO_EXTENSIONS)}): re-export or replace it")
+
+
+def _short_read(path: Path, read: int, expected: int) -> AudioError:
+    return AudioError(f"{path}: truncated: the header says {expected} frames, only {read} could be decoded; the "
+                      f"file is corrupt: re-export or replace it")
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(frames, sample rate, channels) from the file's header, with the checks read_audio makes."""
+    path = Path(path)
+    with _open(path) as f:
+        return int(f.frames), int(f.samplerate), int(f.channels)
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 [channels, frames] and its sample rate."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: audio file not found; check the path (relative manifest paths "
-                         f"resolve against the manifest's folder)")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a file; point to an audio file (wav, flac, ogg, mp3, opus)")
-    try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
-        raise AudioError(f"{path}: cannot decode audio ({e}); the file is corrupt or not in a format "
-                         f"soundfile reads (wav, flac, ogg, mp3, opus): re-export or replace it") from e
+    with _open(path) as f:
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except _DECODE_ERRORS as e:
+            raise _corrupt(path, e) from e
+        if len(data) < f.frames:
+            raise _short_read(path, len(data), f.frames)
+        sample_rate = f.samplerate
     waveform = np.ascontiguousarray(data.T)
-    if waveform.shape[1] == 0:
-        raise AudioError(f"{path}: audio file is empty (0 frames); replace it or drop it from the set")
     _check_finite(waveform, str(path))
     return waveform, int(sample_rate)
+
+
+def read_blocks(path: str | os.PathLike, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """The file's audio as consecutive float32 [channels, <= block_frames] blocks, checked like read_audio
+    (finite samples, no short read), holding one block in memory at a time."""
+    path = Path(path)
+    with _open(path) as f:
+        done = 0
+        while done < f.frames:
+            try:
+                data = f.read(min(block_frames, f.frames - done), dtype="float32", always_2d=True)
+            except _DECODE_ERRORS as e:
+                raise _corrupt(path, e) from e
+            if len(data) == 0:
+                raise _short_read(path, done, f.frames)
+            block = np.ascontiguousarray(data.T)
+            _check_finite(block, str(path), offset=done)
+            done += block.shape[1]
+            yield block
 
 
 def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int) -> None:
@@ -75,10 +153,10 @@ def check_waveform(waveform, where: str) -> None:
     _check_finite(waveform, where)
 
 
-def _check_finite(waveform: np.ndarray, where: str) -> None:
+def _check_finite(waveform: np.ndarray, where: str, offset: int = 0) -> None:
     bad = ~np.isfinite(waveform)
     if bad.any():
-        first = int(np.argmax(bad.any(axis=0)))
+        first = offset + int(np.argmax(bad.any(axis=0)))
         raise AudioError(f"{where}: {int(bad.sum())} non-finite samples (NaN or inf), first at frame "
                          f"{first}; fix the producer of this audio or drop the clip")
 

@@ -7,20 +7,22 @@ reference audio it was computed on.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from bench.core.audio import read_audio
+from bench.core.audio import AUDIO_EXTENSIONS, is_audio_name, read_audio
 from bench.core.errors import AudioError, ManifestError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+MANIFEST_COLUMNS = ("id", "path", "caption", "labels", "references")  # the columns we interpret
 MANIFEST_FORMATS = {".jsonl": "jsonl", ".json-lines": "jsonl", ".csv": "csv"}
 
 
@@ -41,8 +43,10 @@ class ClipSet:
     """Named clips plus how to load them; kind is "manifest", "directory" or "synthetic"."""
 
     def __init__(self, name: str, kind: str, source: str, clips: list[ClipRef],
-                 synthesize: Callable[[ClipRef], tuple[np.ndarray, int]] | None = None):
+                 synthesize: Callable[[ClipRef], tuple[np.ndarray, int]] | None = None,
+                 notes: tuple[str, ...] = ()):
         self.name, self.kind, self.source, self.clips = name, kind, source, list(clips)
+        self.notes = tuple(notes)  # what a result should know about how the set was read
         self._synthesize = synthesize
         self._hashes: dict[str, str] = {}
         self._by_id = {c.id: c for c in self.clips}
@@ -91,7 +95,7 @@ class ClipSet:
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "n_clips": len(self),
-                "fingerprint": self.fingerprint()}
+                "fingerprint": self.fingerprint(), **({"notes": list(self.notes)} if self.notes else {})}
 
     def _clip(self, clip: ClipRef | str) -> ClipRef:
         key = clip if isinstance(clip, str) else clip.id
@@ -129,7 +133,9 @@ def load_manifest(path: str | os.PathLike, require_audio: bool = True) -> ClipSe
     if not clips:
         raise ManifestError(f"{path}: manifest has no rows; add one row per clip with at least 'id'"
                             + (" and 'path'" if require_audio else ""))
-    return ClipSet(path.stem, "manifest", str(path), clips)
+    extra = sorted({k for c in clips for k, _ in c.extra})
+    notes = (f"columns kept but not interpreted: {', '.join(extra)}",) if extra else ()
+    return ClipSet(path.stem, "manifest", str(path), clips, notes=notes)
 
 
 def _jsonl_rows(path: Path, text: str):
@@ -174,6 +180,14 @@ def _csv_rows(path: Path, text: str):
 def _clip_from_record(record: dict, n: int, where: str, manifest: Path, require_audio: bool,
                       fmt: str) -> ClipRef:
     is_csv = fmt == "csv"
+    for key in record:
+        if key not in MANIFEST_COLUMNS:  # a misspelt column would be dropped in silence: refuse it
+            absent = [c for c in MANIFEST_COLUMNS if c not in record]
+            close = difflib.get_close_matches(str(key), absent, n=1, cutoff=0.75)
+            if close:
+                raise ManifestError(f"{where}: unknown column {key!r} and no {close[0]!r} column; did you mean "
+                                    f"{close[0]!r}? (columns read: {', '.join(MANIFEST_COLUMNS)}; others are "
+                                    f"kept as notes)")
     clip_id = record.get("id")
     if clip_id is None:
         raise ManifestError(f"{where}: field 'id' is missing; every row needs a unique string id")
@@ -194,7 +208,9 @@ def _clip_from_record(record: dict, n: int, where: str, manifest: Path, require_
         if not audio_path.is_absolute():
             audio_path = manifest.parent / audio_path
         if require_audio and not audio_path.is_file():
-            what = "is a folder, not a file" if audio_path.is_dir() else "does not exist"
+            what = ("is a folder, not a file" if audio_path.is_dir()
+                    else "is a dangling symbolic link" if audio_path.is_symlink() and not audio_path.exists()
+                    else "is not a regular file (a FIFO or device)" if audio_path.exists() else "does not exist")
             raise ManifestError(f"{where}: field 'path' {raw_path!r} {what} (resolved to {audio_path}; "
                                 f"relative paths resolve against the manifest's folder)")
     elif require_audio:
@@ -246,16 +262,22 @@ def _freeze(value):
 # ---------------------------------------------------------------------------------------- folders
 
 def load_directory(path: str | os.PathLike) -> ClipSet:
-    """Every audio file under `path` (recursive, sorted); id = relative path without extension."""
+    """Every audio file under `path` (recursive, sorted, symbolic links followed); id = relative path
+    without extension. An entry named like audio that cannot be read as a file is an error, not skipped."""
     path = Path(path)
     if not path.is_dir():
         raise ManifestError(f"{path}: audio folder not found" if not path.exists()
                             else f"{path}: not a folder; give a folder of audio files or a manifest")
-    files = sorted((f for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()),
-                   key=lambda f: f.relative_to(path).as_posix())
+    files, bad = [], []
+    _walk(path, (), files, bad)
+    if bad:
+        raise ManifestError(f"{path}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} named like audio "
+                            f"cannot be read: " + "; ".join(bad[:20]) + ("; ..." if len(bad) > 20 else "")
+                            + ". Fix or remove them")
+    files.sort(key=lambda f: f.relative_to(path).as_posix())
     if not files:
-        raise ManifestError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder or "
-                            f"its subfolders")
+        raise ManifestError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}, any case) in this folder "
+                            f"or its subfolders")
     clips, seen = [], {}
     for f in files:
         clip_id = f.relative_to(path).with_suffix("").as_posix()
@@ -265,3 +287,34 @@ def load_directory(path: str | os.PathLike) -> ClipSet:
         seen[clip_id] = f
         clips.append(ClipRef(clip_id, None, (), f, str(f)))
     return ClipSet(path.name, "directory", str(path), clips)
+
+
+def _walk(folder: Path, ancestors: tuple, files: list[Path], bad: list[str]) -> None:
+    """Collect audio files under `folder`; `ancestors` are the (device, inode) of the folders above, so a
+    symbolic link back to one of them (a loop) is reported instead of followed forever."""
+    try:
+        info = folder.stat()
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        bad.append(f"{folder}: cannot list the folder ({e.strerror or e})")
+        return
+    ancestors = (*ancestors, (info.st_dev, info.st_ino))
+    for entry in entries:
+        p = Path(entry.path)
+        try:
+            st = os.stat(p)  # follows symbolic links
+        except OSError as e:
+            if is_audio_name(p):
+                what = "dangling symbolic link" if p.is_symlink() else "unreadable entry"
+                bad.append(f"{p}: {what} ({e.strerror or e})")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in ancestors:
+                bad.append(f"{p}: symbolic link loop (points back to {p.resolve()}, a folder above it)")
+            else:
+                _walk(p, ancestors, files, bad)
+        elif is_audio_name(p):
+            if stat.S_ISREG(st.st_mode):
+                files.append(p)
+            else:
+                bad.append(f"{p}: {'a FIFO' if stat.S_ISFIFO(st.st_mode) else 'not a regular file'}")
