@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from bench.cli_args import add_weights_arguments, cache_root, weights_choice
-from bench.core.errors import BenchError
+from bench.core.audio import AUDIO_EXTENSIONS
+from bench.core.errors import EXIT_INTERNAL_ERROR, BenchError, doing
 
 EXAMPLES = """examples:
   bench run                                   the built-in quickstart suite, offline
@@ -26,8 +28,12 @@ EXAMPLES = """examples:
   bench run my_suite.toml --executor ray --ray-address auto      fan out over a Ray cluster
   bench run my_suite.toml --check-determinism | bench sync bench-results/my_suite
   bench listen create bench-results/my_suite --protocol mos-ovl-rel --raters 10 --out study/ (then serve, score)
+audio files: folders are read recursively (symbolic links followed); extensions, in any case:
+  {extensions}
 exit codes: 0 ok, 1 a CI gate failed, 2 bad input or a cell failed, 3 results saved but not tracked
-(push them with `bench sync`), 4 --check-determinism found differences"""
+(push them with `bench sync`), 4 --check-determinism found differences, 5 internal error (a bug or an
+unexpected environment; finished results are kept; --debug shows the traceback), 130 interrupted
+""".format(extensions=" ".join(e[1:] for e in AUDIO_EXTENSIONS))
 
 
 def cmd_run(args) -> int:
@@ -177,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--cache-dir", help="cache root for weights, generated audio and embeddings "
                         "(default: $BENCH_CACHE_DIR or ~/.cache/bench)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error (exit 5)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a benchmark suite (default: the built-in offline quickstart)")
@@ -270,13 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with doing(f"running `bench {args.command}`"):
+            return args.func(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # anything else is ours to fix: say what was being done, never "a gate failed"
+        if args.debug:
+            traceback.print_exc()
+        detail = (str(exc).splitlines() or [""])[0][:300]
+        advice = "report it with the command line" if args.debug else "rerun with --debug for the traceback and report it"
+        print(f"internal error while {getattr(exc, 'bench_doing', None) or 'running bench'}: "
+              f"{type(exc).__name__}: {detail}. This is not an input problem the harness knows how to name; "
+              f"results finished before it are kept on disk; {advice} (exit code {EXIT_INTERNAL_ERROR}).",
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from bench.core.errors import ConfigError
-from metrics.backbones.base import WeightsChoice
+from metrics.backbones.base import WeightsChoice, check_backbone_names
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, untrained: bool = True) -> None:
@@ -33,6 +33,7 @@ def parse_checkpoints(items: list[str] | None) -> tuple[tuple[str, str], ...]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"--checkpoint {item!r}: expected BACKBONE=PATH, e.g. vggish=/path/vggish.pth")
+        check_backbone_names([name], f"--checkpoint {item!r}")
         pairs.append((name, path))
     return tuple(sorted(pairs))
 

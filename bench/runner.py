@@ -21,7 +21,8 @@ from bench.core.cache import ArrayCache, default_cache_root, stable_hash
 from bench.core.clip_sources import open_clip_set
 from bench.core.clipsets import load_manifest
 from bench.core.crashpoints import crash_point
-from bench.core.errors import BenchError, ConfigError
+from bench.core.errors import BenchError, ConfigError, doing
+from bench.core.folder_lock import folder_lock
 from bench.core.mlflow_store import results_store_uri
 from bench.core.records import SCHEMA, RunRecord, read_record, write_record
 from bench.core.versions import git_revision, library_versions
@@ -31,7 +32,7 @@ from bench.executors import Job, LocalExecutor, make_executor
 from bench.scoring import score
 from bench.suite import Cell, Gate, Suite, suite_text
 from bench.sync import mark_unsynced, track
-from bench.tracking import SUITE_FILE, TrackingError
+from bench.tracking import SUITE_FILE, TrackingError, check_tracking
 from bench.training.suite_runs import ensure_evaluators, ensure_generator_training, resolve_trained_cells
 from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
 from leaderboards import ci_summary, markdown
@@ -297,8 +298,17 @@ def evaluate_gates(gates: list[Gate], records: list[RunRecord]) -> list[GateResu
 
 def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     results_dir = Path(options.results_dir or suite.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"results folder {results_dir}: cannot create it ({e.strerror or e}); give another --out") from e
     (results_dir / SUITE_FILE).write_text(suite_text(suite))  # the suite as it ran (also an MLflow artifact)
+    # One run per results folder: records, summary and the default MLflow store are written by one process.
+    with folder_lock(results_dir, f"bench run {suite.name}"):
+        return _run_locked(suite, options, results_dir, log)
+
+
+def _run_locked(suite: Suite, options: RunOptions, results_dir: Path, log) -> RunOutcome:
     outcome = RunOutcome(results_dir)
     reference = open_clip_set(suite.reference, suite.base_dir)
     prompts = build_prompts(suite, reference)
@@ -317,11 +327,16 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
     log(f"suite {suite.name}: {len(suite.cells)} cells x {len(suite.metrics)} metrics, "
         f"{len(prompts)} prompts, reference {reference.name} ({len(reference)} clips) -> {results_dir}"
         + (f", executor {executor.name}" if executor.name != "local" else ""))
-    tracking_down = None  # after the first failure, later cells are marked unsynced without waiting again
+    # Checked once, up front: a server that is down costs seconds, not MLflow's retries for every cell.
+    tracking_down = check_tracking(uri) if tracking_on else None
+    if tracking_down:
+        log(f"tracking unavailable, records are kept on disk (push them later with `bench sync {results_dir}`): "
+            f"{tracking_down}")
     for i, cell in enumerate(suite.cells, 1):
         log(f"[{i}/{len(suite.cells)}] {cell.id}")
         try:
-            record = _run_cell(cell, suite, reference, prompts, score_options, results_dir, options)
+            with doing(f"computing cell {cell.id} into {results_dir}"):
+                record = _run_cell(cell, suite, reference, prompts, score_options, results_dir, options)
         except BenchError as exc:
             outcome.errors.append(f"{cell.id}: {exc}")
             log(f"  error: {exc}")
@@ -329,7 +344,7 @@ def run_suite(suite: Suite, options: RunOptions, log=print) -> RunOutcome:
         outcome.records.append(record)
         if tracking_on and tracking_down:
             mark_unsynced(record, uri, experiment, results_dir, f"not tried: {tracking_down}")
-            outcome.tracking_errors.append(f"{cell.id}: not logged (tracking unavailable); run `bench sync "
+            outcome.tracking_errors.append(f"{cell.id}: not logged ({tracking_down}); run `bench sync "
                                            f"{results_dir}` later")
         elif tracking_on:
             try:

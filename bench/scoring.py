@@ -11,15 +11,16 @@ import hashlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from bench.core.audio import check_waveform, is_silent
+from bench.core.audio import LONG_CLIP_SAMPLES, SILENCE_PEAK, check_waveform, is_silent, read_blocks
 from bench.core.cache import ArrayCache, stable_hash
 from bench.core.crashpoints import crash_point
-from bench.core.errors import AudioError, BenchError, ConfigError
+from bench.core.errors import AudioError, BenchError, ConfigError, doing
 from bench.core.versions import library_versions
 from bench.executors import Job, LocalExecutor
 from metrics.backbones.base import Backbone, WeightsChoice, load_backbone
@@ -90,6 +91,65 @@ def embed_examples(backbone: Backbone, inputs: list, batch_size: int) -> dict[st
             for name, dim in backbone.outputs.items()}
 
 
+@dataclass(frozen=True)
+class LongClip:
+    """A clip file too long to decode whole, streamed by the protocol where the embedding runs."""
+
+    path: Path
+    origin: str
+    frames: int
+    rate: int
+
+
+def _decode(clipset, clip, protocol: EmbeddingProtocol):
+    """(waveform, rate, origin) for the embedder, or a LongClip it streams; a clip longer than a whole-clip
+    protocol takes is an error naming it (the duration policy in metrics.protocols)."""
+    info = clipset.file_info(clip)
+    if info is not None:
+        frames, rate, channels = info
+        if protocol.stream is not None and frames * channels > LONG_CLIP_SAMPLES:
+            return LongClip(clip.path, clip.origin, frames, rate)
+        if protocol.stream is None and frames / rate > protocol.max_whole_clip_s:
+            raise AudioError(f"{clip.origin}: the clip lasts {frames / rate:.0f} s; {protocol.id} feeds whole "
+                             f"clips and takes at most {protocol.max_whole_clip_s:g} s (its memory grows with "
+                             f"the clip): cut the clip into parts, or use a metric whose protocol streams "
+                             f"long clips (vggish@audioldm)")
+    return (*clipset.load(clip), clip.origin)
+
+
+def _embed_long(embedder: "_Embedder", clip: LongClip):
+    """(outputs, duration_s, silent) of a long clip, its examples embedded as they come."""
+    backbone, batch_size = embedder.backbone, embedder.batch_size
+    peak = 0.0
+
+    def read():
+        nonlocal peak
+        for block in read_blocks(clip.path):
+            peak = max(peak, float(np.max(np.abs(block))))
+            yield block
+
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in backbone.outputs}
+    pending: list[np.ndarray] = []
+
+    def run(examples: np.ndarray) -> None:
+        for name, values in embed_examples(backbone, [examples], batch_size).items():
+            outputs[name].append(values)
+
+    for examples in embedder.protocol.stream(read, clip.rate):
+        pending.append(examples)
+        held = sum(len(e) for e in pending)
+        if held >= batch_size:  # whole batches now, the rest waits: the same batches as one big call
+            stacked = np.concatenate(pending)
+            cut = held - held % batch_size
+            run(stacked[:cut])
+            pending = [stacked[cut:]]
+    if sum(len(e) for e in pending):
+        run(np.concatenate(pending))
+    return ({name: np.concatenate(v) if v else np.zeros((0, dim), np.float32)
+             for (name, v), dim in zip(outputs.items(), backbone.outputs.values())},
+            clip.frames / clip.rate, peak < SILENCE_PEAK)
+
+
 @dataclass
 class _Embedder:
     """What an executor's worker needs to turn decoded clips into backbone outputs."""
@@ -106,24 +166,31 @@ def _build_embedder(backbone_name: str, weights: WeightsChoice, protocol: Embedd
     return _Embedder(load_backbone(backbone_name, weights), protocol, batch_size, workers)
 
 
-def _prepare(protocol: EmbeddingProtocol, item: tuple[np.ndarray, int, str]):
+def _prepare(protocol: EmbeddingProtocol, item):
+    if isinstance(item, LongClip):  # streamed where it is embedded
+        return item
     wave, rate, origin = item
     check_waveform(wave, origin)
     return protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
 
 
-def _embed_chunk(embedder: _Embedder, decoded: list[tuple[np.ndarray, int, str]]):
-    """(waveform, rate, origin) per clip -> (outputs, duration_s, silent) per clip.
+def _embed_chunk(embedder: _Embedder, decoded: list):
+    """(waveform, rate, origin) or LongClip per clip -> (outputs, duration_s, silent) per clip.
 
     Worker threads prepare the clips ahead while this thread queues the forward passes, clip by clip;
     the outputs reach the host once per chunk (on a GPU the host never waits on a single clip)."""
     pending = []
     with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
-        for examples, dur, silent in pool.map(functools.partial(_prepare, embedder.protocol), decoded):
-            pending.append((_run_clip(embedder.backbone, examples, embedder.batch_size), dur, silent))
+        for prepared in pool.map(functools.partial(_prepare, embedder.protocol), decoded):
+            if isinstance(prepared, LongClip):
+                pending.append((_embed_long(embedder, prepared), False))
+            else:
+                examples, dur, silent = prepared
+                pending.append(((_run_clip(embedder.backbone, examples, embedder.batch_size), dur, silent), True))
             if embedder.on_clip is not None:
                 embedder.on_clip(1)
-    return [(outs.host(embedder.backbone.outputs), dur, silent) for outs, dur, silent in pending]
+    return [(outs.host(embedder.backbone.outputs), dur, silent) if on_device else (outs, dur, silent)
+            for (outs, dur, silent), on_device in pending]
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,
@@ -161,11 +228,15 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
               args=(protocol.backbone, options.weights, protocol, options.batch_size, options.workers),
               run=_embed_chunk, local=_Embedder(backbone, protocol, options.batch_size, options.workers, bar.update))
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        def load(clip):
+            with doing(f"reading clip {clip.origin}"):
+                return _decode(clipset, clip, protocol)
+
         def decoded():
             # The next chunk decodes while this one is embedded; at most two chunks are held in memory.
             ahead = None
             for chunk in chunks:
-                loading = [pool.submit(lambda c: (*clipset.load(c), c.origin), c) for c in chunk]
+                loading = [pool.submit(load, c) for c in chunk]
                 if ahead is not None:
                     yield [f.result() for f in ahead]
                 ahead = loading
@@ -248,12 +319,15 @@ def score(metric_ids: list[str], generated, reference, options: ScoreOptions) ->
     results = []
     for metric in metrics:
         say(f"{metric.id}: loading backbone {metric.protocol.backbone}")
-        backbone = load_backbone(metric.protocol.backbone, options.weights)
-        gen = embed_set(generated, metric.protocol, backbone, options, "generated")
+        with doing(f"loading backbone {metric.protocol.backbone!r} for {metric.id}"):
+            backbone = load_backbone(metric.protocol.backbone, options.weights)
+        with doing(f"embedding generated set {generated.source} with {metric.protocol.id}"):
+            gen = embed_set(generated, metric.protocol, backbone, options, "generated")
         _require_outputs(gen, "generated", metric)
         ref = None
         if metric.needs_reference:
-            ref = embed_set(reference, metric.protocol, backbone, options, "reference")
+            with doing(f"embedding reference set {reference.source} with {metric.protocol.id}"):
+                ref = embed_set(reference, metric.protocol, backbone, options, "reference")
             _require_outputs(ref, "reference", metric)
         if metric.kind == "text-audio":
             say(f"{metric.id}: embedding {len(gen.captions)} captions")
@@ -262,7 +336,8 @@ def score(metric_ids: list[str], generated, reference, options: ScoreOptions) ->
             gen.references = [c.references for c in generated.clips]
         say(f"{metric.id}: computing" + (f" (bootstrap {options.bootstrap} resamples)" if options.bootstrap else ""))
         try:
-            computed = metric.compute(gen, ref, options)
+            with doing(f"computing {metric.id} for {generated.source}"):
+                computed = metric.compute(gen, ref, options)
         except ArithmeticError as exc:
             raise BenchError(f"{metric.id} on {generated.source} vs "
                              f"{reference.source if ref is not None else '-'}: {exc}") from exc

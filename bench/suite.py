@@ -198,6 +198,30 @@ def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str, traini
     return out
 
 
+def _scalar(opt: dict, key: str, kind, default, where: str):
+    value = opt.get(key, default)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be {getattr(kind, '__name__', 'a number')}, got {value!r}")
+    return value
+
+
+def _check_grid(cells: list[Cell], source: str) -> None:
+    """Every value of every cell, checked before any work: all problems at once."""
+    from bench.core.resample import NO_RESAMPLING, RESAMPLERS
+    from generators.base import generation_problems
+
+    problems: list[str] = []
+    for c in cells:
+        found = generation_problems(c.duration_s, c.sample_rate, c.steps, c.samples_per_prompt, c.guidance, c.seed)
+        if c.batch_size < 1:
+            found.append(f"batch_size must be >= 1, got {c.batch_size}")
+        if c.resampler not in (*RESAMPLERS, NO_RESAMPLING):
+            found.append(f"unknown resampler {c.resampler!r} (known: {', '.join((*RESAMPLERS, NO_RESAMPLING))})")
+        problems += [p for p in (f"generator {c.label!r}: {f}" for f in found) if p not in problems]
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} invalid generation value(s): " + "; ".join(problems))
+
+
 def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None) -> Suite:
     check_keys(raw, _TOP_KEYS, source, "")
     for required in ("reference", "generators", "metrics"):
@@ -207,6 +231,9 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     check_keys(generation, _GENERATION_KEYS, source, "generation")
     prompts = parse_table(PromptsSpec, raw.get("prompts"), source, "prompts")
     weights = parse_table(WeightsSpec, raw.get("weights"), source, "weights")
+    from metrics.backbones.base import check_backbone_names
+
+    check_backbone_names(weights.checkpoints, f"{source}: [weights] checkpoints")
     scoring = parse_table(ScoringSpec, raw.get("scoring"), source, "scoring")
     tracking = parse_table(TrackingSpec, raw.get("tracking"), source, "tracking")
     from bench.training.suite_runs import check_evaluators_table
@@ -252,10 +279,12 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
                                 generator=name, label=str(entry.get("label", name)), checkpoint=ckpt,
                                 seed=seed, steps=steps,
                                 guidance=None if guidance is None else float(guidance),
-                                sample_rate=rate, duration_s=float(opt.get("duration_s", 4.0)),
-                                samples_per_prompt=int(opt.get("samples_per_prompt", 1)),
-                                resampler=str(opt.get("resampler", "soxr-vhq")),
-                                batch_size=int(opt.get("batch_size", 8))))
+                                sample_rate=rate,
+                                duration_s=float(_scalar(opt, "duration_s", (int, float), 4.0, where)),
+                                samples_per_prompt=_scalar(opt, "samples_per_prompt", int, 1, where),
+                                resampler=_scalar(opt, "resampler", str, "soxr-vhq", where),
+                                batch_size=_scalar(opt, "batch_size", int, 8, where)))
+    _check_grid(cells, source)
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -17,10 +17,11 @@ from pathlib import Path
 from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.crashpoints import crash_point
 from bench.core.errors import BenchError
+from bench.core.folder_lock import folder_lock
 from bench.core.mlflow_store import open_client
 from bench.core.records import RunRecord, read_record
 from bench.core.mlflow_store import results_store_uri
-from bench.tracking import TrackingError, log_record
+from bench.tracking import TrackingError, check_tracking, log_record
 
 DIGEST_TAG = "bench.record_sha256"
 
@@ -115,8 +116,15 @@ def sync_results(results_dir: Path, uri: str | None = None, experiment: str | No
     except (OSError, ValueError):
         summary = {}
     paths = record_paths(results_dir)
+    with folder_lock(results_dir, "bench sync"):
+        return _sync_locked(results_dir, paths, summary, uri, experiment, outcome, log)
+
+
+def _sync_locked(results_dir: Path, paths: list[Path], summary: dict, uri, experiment, outcome: SyncOutcome,
+                 log) -> SyncOutcome:
     if not paths:
         log(f"{results_dir / 'records'}: no records to sync")
+    down: dict[str, str | None] = {}  # target -> why it cannot take records, checked once per target
     for path in paths:
         record = read_record(path)
         side = _read_sidecar(sidecar_path(results_dir, record.cell_id))
@@ -124,6 +132,12 @@ def sync_results(results_dir: Path, uri: str | None = None, experiment: str | No
         exp = experiment or side.get("experiment") or record.suite["name"]
         if is_synced(record, target, results_dir):
             outcome.already.append(record.cell_id)
+            continue
+        if target not in down:
+            down[target] = check_tracking(target)
+        if down[target]:
+            outcome.failed.append(f"{record.cell_id}: not tried: {down[target]}")
+            log(f"not synced: {record.cell_id}: {down[target]}")
             continue
         try:
             run_id = track(record, target, exp, results_dir)

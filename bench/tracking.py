@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 import tempfile
 import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from bench.core.errors import BenchError
@@ -47,6 +50,31 @@ def run_name(record: RunRecord) -> str:
         parts.append("untrained")
     parts.append(f"seed{cell.get('seed')}")
     return "/".join(parts)
+
+
+CHECK_TIMEOUT_S = 5.0  # one short look at the server before any work, instead of MLflow's minutes of retries
+
+
+def check_tracking(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> str | None:
+    """Why MLflow at `uri` cannot take records (None: it can). An http(s) server is asked for /health
+    once, with a short timeout; a local store (sqlite, file) is opened, which creates it, once."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+                response.read(64)
+        except urllib.error.HTTPError as exc:  # it answers: auth or a proxy in front; let MLflow decide
+            if exc.code >= 500:
+                return f"MLflow server at {uri} answers /health with HTTP {exc.code}"
+        except (OSError, ValueError) as exc:  # refused, unresolvable, timed out
+            reason = getattr(exc, "reason", exc)
+            return f"MLflow server at {uri} is not reachable ({reason}; checked once with a {timeout_s:g} s timeout)"
+        return None
+    try:
+        open_client(uri).search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types (SQL, file store, bad URI); all mean "cannot log"
+        return f"MLflow store at {uri} cannot be opened ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+    return None
 
 
 def _params(record: RunRecord) -> dict[str, str]:

@@ -7,6 +7,7 @@ on batch size, batch order or device.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -41,14 +42,30 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         if not self.prompts:
             raise ConfigError("generation request has an empty prompt list")
-        if not self.duration_s > 0:
-            raise ConfigError(f"duration_s must be > 0, got {self.duration_s}")
-        if self.sample_rate <= 0:
-            raise ConfigError(f"sample_rate must be > 0, got {self.sample_rate}")
-        if self.steps is not None and self.steps <= 0:
-            raise ConfigError(f"steps must be > 0, got {self.steps}")
-        if self.samples_per_prompt < 1:
-            raise ConfigError(f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}")
+        problems = generation_problems(self.duration_s, self.sample_rate, self.steps, self.samples_per_prompt,
+                                       self.guidance, self.seed)
+        if problems:
+            raise ConfigError(problems[0])
+
+
+def generation_problems(duration_s, sample_rate, steps=None, samples_per_prompt=1, guidance=None,
+                        seed=0) -> list[str]:
+    """What is wrong with these generation values (empty: nothing); checked for every request and, for a
+    whole suite grid, when the suite loads."""
+    problems = []
+    if not duration_s > 0 or not math.isfinite(duration_s):
+        problems.append(f"duration_s must be > 0, got {duration_s}")
+    if sample_rate <= 0:
+        problems.append(f"sample_rate must be > 0, got {sample_rate}")
+    if steps is not None and steps <= 0:
+        problems.append(f"steps must be > 0, got {steps}")
+    if samples_per_prompt < 1:
+        problems.append(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    if guidance is not None and not math.isfinite(guidance):
+        problems.append(f"guidance must be a finite number, got {guidance}")
+    if seed < 0:
+        problems.append(f"seed must be >= 0, got {seed}")
+    return problems
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError, ConfigError
 from bench.core.extras import require
 from bench.core.torch_compat import ensure_torchaudio_importable, ensure_torchvision_importable
@@ -212,11 +213,7 @@ def load_codec_file(path: str | Path, source: str) -> DACCodec:
     """A DAC release checkpoint ({"state_dict", "metadata": {"kwargs"}}) loaded without unpickling code."""
     from generators.trainable import load_model_state
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{source} ({path}) cannot be read as a DAC checkpoint with weights_only loading: "
-                              f"{exc}. Delete it and run `bench weights fetch dac-44khz`.") from exc
+    payload = load_checkpoint(path, f"DAC checkpoint ({source})", "delete it and run `bench weights fetch dac-44khz`")
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{source} ({path}) is not a DAC checkpoint: expected a dict with 'state_dict' "
                               "and 'metadata' (the layout of descript-audio-codec's weights.pth)")

@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 
 from bench.core.cache import atomic_write_bytes
+from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from bench.core.registry import Registry
 
@@ -84,11 +85,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"generator checkpoint {path} does not exist; train one with "
                               f"`bench train GENERATOR --data SET --steps N --out DIR`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / non-zip / pickle-unsafe files
-        raise CheckpointError(f"generator checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                              "it is corrupt or not a torch.save file: retrain or re-download it") from exc
+    state = load_checkpoint(path, "generator checkpoint", "retrain or re-download it")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"generator checkpoint {path}: format {found!r}, expected {FORMAT!r} "

@@ -3,16 +3,21 @@
 A protocol turns one clip (float32 [channels, n] at any rate) into the backbone's input examples.
 Its id and version are part of every embedding cache key and every result, so two toolkits that feed
 the same backbone differently never share numbers.
+
+Duration policy (memory stays bounded whatever the clip length): a protocol with `stream` consumes a
+long clip block by block (windowed protocols: the same examples as `prepare` on the whole clip, without
+holding it); a protocol without one must see the whole clip (or resamples it whole before cropping), so it
+takes clips of at most `max_whole_clip_s` and refuses longer ones with an error naming the clip.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from bench.core.audio import pad_to_min_length, peak, to_mono
-from bench.core.resample import resample, resampler_info
+from bench.core.resample import SincHannStream, resample, resampler_info
 from metrics.backbones import vggish as vf
 
 
@@ -26,6 +31,10 @@ class EmbeddingProtocol:
     channels: str  # channel policy, in words
     steps: tuple[str, ...]  # the preprocessing, in order, in words (recorded in results)
     prepare: Callable[[np.ndarray, int], np.ndarray]  # (waveform, rate) -> backbone inputs [k, ...]
+    # (read, rate) -> backbone inputs [k, ...] as they come, where read() yields the clip's float32
+    # [channels, n] blocks again on every call: what `prepare` gives on the whole clip (see the module doc).
+    stream: Callable[[Callable[[], Iterator[np.ndarray]], int], Iterator[np.ndarray]] | None = None
+    max_whole_clip_s: float = 600.0  # the longest clip decoded whole when there is no `stream`
 
     def info(self) -> dict:
         return {"id": self.id, "version": self.version, "backbone": self.backbone,
@@ -41,13 +50,29 @@ def _vggish_audioldm(waveform: np.ndarray, rate: int) -> np.ndarray:
     return vf.examples(vf.log_mel_spectrogram(x), 96, 96)
 
 
+def _vggish_audioldm_stream(read, rate: int) -> Iterator[np.ndarray]:
+    """_vggish_audioldm on a long clip, block by block: the mean of the first channel (a first pass; summed
+    per block, so it can differ from the whole-clip mean in its last bits), then the same resampling and
+    examples. Long clips are longer than the 2 s zero-padding, which therefore never applies."""
+    total, n = 0.0, 0
+    for block in read():
+        total += float(block[0].astype(np.float64).sum())
+        n += block.shape[1]
+    mean = total / n
+    resampler, framer = SincHannStream(rate, vf.SAMPLE_RATE), vf.ExampleStream()
+    for block in read():
+        x = (block[:1].astype(np.float64) - mean).astype(np.float32)
+        yield from framer.push(resampler.push(x)[0])
+    yield from framer.push(resampler.finish()[0])
+
+
 VGGISH_AUDIOLDM = EmbeddingProtocol(
     id="vggish@audioldm", version=2, backbone="vggish", sample_rate=16000, resampler="sinc-hann",
     channels="first channel only",
     steps=("first channel", "subtract the mean (at the file's rate)",
            "resample to 16 kHz (windowed sinc, torchaudio's default algorithm)", "zero-pad to at least 2 s", "log-mel 64 bands 125-7500 Hz, 25 ms / 10 ms",
            "non-overlapping 0.96 s examples", "128-d pre-activation embedding, no PCA"),
-    prepare=_vggish_audioldm)
+    prepare=_vggish_audioldm, stream=_vggish_audioldm_stream)
 
 # The google preset reads 16 kHz int16 WAVs written by audiocraft (julius resampling, -1 dBFS peak).
 _INT16_SCALE = 32768.0

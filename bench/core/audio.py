@@ -24,6 +24,9 @@ MONO_POLICIES = ("mean", "first")
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                     ".au", ".snd", ".caf", ".w64", ".rf64")
 BLOCK_FRAMES = 1 << 18  # frames per block when a long file is streamed (about 6 s at 44.1 kHz)
+# A file with more samples (frames x channels) than this is never decoded whole where a streaming path
+# exists (hashing; protocols with `stream`): 8.4M samples, 95 s of 44.1 kHz stereo, 32 MB as float32.
+LONG_CLIP_SAMPLES = 1 << 23
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError)
 _SHOULD_BE = re.compile(r"(\d+)\s*\(should be (\d+)\)")
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.errors import BenchError
+
 DEFAULT_CACHE_ENV = "BENCH_CACHE_DIR"
 
 
@@ -33,12 +35,23 @@ def stable_hash(obj) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write via a temp file + rename; a folder that cannot take the file is a BenchError naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise BenchError(f"{path}: cannot create the file ({e.strerror or e}: {e.filename}); a folder on the "
+                         f"way is missing, read-only or a file: fix it, or choose another folder "
+                         f"(--cache-dir / --out)") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise BenchError(f"{path}: cannot write the file ({e.strerror or e}); "
+                         + ("a folder is in its place: remove it" if path.is_dir() else
+                            "check free space and permissions")) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

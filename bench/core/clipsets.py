@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from bench.core.audio import AUDIO_EXTENSIONS, is_audio_name, read_audio
+from bench.core.audio import (AUDIO_EXTENSIONS, LONG_CLIP_SAMPLES, audio_info, is_audio_name, read_audio,
+                              read_blocks)
 from bench.core.errors import AudioError, ManifestError
 
 MANIFEST_COLUMNS = ("id", "path", "caption", "labels", "references")  # the columns we interpret
@@ -70,6 +71,11 @@ class ClipSet:
         raise AudioError(f"clip {clip.id!r} ({clip.origin}) has no audio: its manifest row has no 'path'; "
                          f"add one, or use this set for prompts only")
 
+    def file_info(self, clip: ClipRef | str) -> tuple[int, int, int] | None:
+        """(frames, sample rate, channels) of a clip's file from its header; None for clips without one."""
+        clip = self._clip(clip)
+        return audio_info(clip.path) if clip.path is not None else None
+
     def clip_hash(self, clip: ClipRef | str) -> str:
         """sha256 of the decoded audio (rate + shape + float32 samples), so container metadata such as
         libsndfile's timestamped PEAK chunk never changes a clip's identity; of the caption and labels
@@ -77,7 +83,10 @@ class ClipSet:
         clip = self._clip(clip)
         if clip.id not in self._hashes:
             h = hashlib.sha256()
-            if clip.path is not None or self._synthesize is not None:
+            info = self.file_info(clip)
+            if info is not None and info[0] * info[2] > LONG_CLIP_SAMPLES:
+                _stream_hash(h, clip.path, *info)
+            elif clip.path is not None or self._synthesize is not None:
                 wave, rate = self.load(clip)
                 h.update(f"sample_rate={rate};shape={wave.shape[0]}x{wave.shape[1]};".encode())
                 h.update(np.ascontiguousarray(wave, dtype="<f4").tobytes())
@@ -102,6 +111,14 @@ class ClipSet:
         if key not in self._by_id:
             raise KeyError(f"clip {key!r} is not in clip set {self.name!r} ({self.source})")
         return self._by_id[key]
+
+
+def _stream_hash(h, path: Path, frames: int, rate: int, channels: int) -> None:
+    """What clip_hash feeds for the whole decoded clip (channel after channel), one block at a time."""
+    h.update(f"sample_rate={rate};shape={channels}x{frames};".encode())
+    for c in range(channels):
+        for block in read_blocks(path):
+            h.update(np.ascontiguousarray(block[c], dtype="<f4").tobytes())
 
 
 # ---------------------------------------------------------------------------------------- manifests

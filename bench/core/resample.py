@@ -176,3 +176,65 @@ def _sinc_hann(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray
 
 _METHODS = {"soxr-vhq": _soxr, "julius": _julius, "sinc-hann": _sinc_hann, "torchaudio": _torchaudio,
             "soxr-hq": _soxr_hq, "resampy-kaiser-best": _resampy_kaiser_best}
+
+
+class SincHannStream:
+    """"sinc-hann" resampling fed block by block, for clips too long to hold whole.
+
+    The output equals `resample(x, orig_sr, target_sr, "sinc-hann")` on the whole signal sample for sample:
+    the same kernels, frames and matrix blocks of _FRAMES_PER_BLOCK frames (so the same arithmetic), while
+    only about one block of input is held. `push` returns the output samples that are final so far,
+    `finish` the rest (float32 [channels, m])."""
+
+    def __init__(self, orig_sr: int, target_sr: int):
+        self.passthrough = orig_sr == target_sr  # as resample(): equal rates return the input itself
+        g = math.gcd(orig_sr, target_sr)
+        self.orig, self.new = orig_sr // g, target_sr // g
+        lpw, rolloff = SINC_HANN_PARAMS["lowpass_filter_width"], SINC_HANN_PARAMS["rolloff"]
+        n_taps = 2 * _sinc_hann_width(self.orig, self.new, lpw, rolloff) + self.orig
+        if self.new * n_taps > _MAX_KERNEL_TAPS:
+            raise ConfigError(f"resampler 'sinc-hann': {orig_sr} -> {target_sr} Hz reduces to {self.orig}:"
+                              f"{self.new}, whose polyphase kernel is too large; use 'soxr-vhq'")
+        self.kernels, self.width = sinc_hann_kernels(self.orig, self.new, lpw, rolloff)
+        self.taps = self.kernels.shape[1]
+        self.buffer: np.ndarray | None = None  # padded input from frame `self.frame` on
+        self.frame = 0  # index of the next output frame (each frame yields `new` samples)
+        self.n_in = 0
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        if self.passthrough:
+            self.channels = block.shape[0]
+            return block
+        block = block.astype(np.float64)
+        if self.buffer is None:
+            self.buffer = np.zeros((block.shape[0], self.width))
+        self.buffer = np.concatenate([self.buffer, block], axis=1)
+        self.n_in += block.shape[1]
+        return self._frames(final=False)
+
+    def finish(self) -> np.ndarray:
+        if self.passthrough:
+            return np.zeros((getattr(self, "channels", 1), 0), np.float32)
+        if self.buffer is None:
+            raise ConfigError("sinc-hann stream: no input was pushed")
+        self.buffer = np.concatenate([self.buffer, np.zeros((self.buffer.shape[0], self.width + self.orig))], 1)
+        out = self._frames(final=True)
+        done = self.frame * self.new  # everything up to here has been returned
+        excess = done - (-(-self.new * self.n_in // self.orig))  # the whole-signal output stops at the ceiling
+        return out[:, :out.shape[1] - excess] if excess > 0 else out
+
+    def _frames(self, final: bool) -> np.ndarray:
+        pieces = []
+        while True:
+            available = (self.buffer.shape[1] - self.taps) // self.orig + 1 if self.buffer.shape[1] >= self.taps else 0
+            count = min(_FRAMES_PER_BLOCK, available) if final else _FRAMES_PER_BLOCK
+            if count <= 0 or count > available:
+                break
+            segment = self.buffer[:, :(count - 1) * self.orig + self.taps]
+            windows = np.lib.stride_tricks.sliding_window_view(segment, self.taps, axis=-1)[:, ::self.orig]
+            pieces.append((windows @ self.kernels.T).reshape(self.buffer.shape[0], -1))
+            self.buffer = self.buffer[:, count * self.orig:].copy()
+            self.frame += count
+        if not pieces:
+            return np.zeros((self.buffer.shape[0], 0), np.float32)
+        return np.concatenate(pieces, axis=1).astype(np.float32)

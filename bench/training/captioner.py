@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.core.cache import atomic_write_json, stable_hash
+from bench.core.checkpoints import load_checkpoint
 from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
 from bench.core.seeding import derived_generator, epoch_batch
@@ -130,7 +131,7 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     ckpt_dir = out_dir / "checkpoints"
     start = resume(ckpt_dir, run_hash, model, optimizer,
-                   lambda f: torch.load(f, map_location="cpu", weights_only=True), log)
+                   lambda f: load_checkpoint(f, "captioner training checkpoint", f"delete {ckpt_dir} to start over"), log)
 
     def step_loss(step: int) -> torch.Tensor:
         seq = tokens[idx := torch.from_numpy(epoch_batch(step, spec.batch_size, len(pairs), spec.seed))]

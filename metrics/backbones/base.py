@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.core.cache import default_cache_root, stable_hash
 from bench.core.errors import ConfigError
-from bench.core.registry import Registry
+from bench.core.registry import Registry, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,15 @@ BACKBONES = Registry("backbone", ("metrics.backbones.vggish", "metrics.backbones
                                   "metrics.backbones.captioner_small"), "bench.backbones")
 register_backbone = BACKBONES.register
 _LOADED: dict[tuple, Backbone] = {}
+
+
+def check_backbone_names(names, where: str) -> None:
+    """Every name (e.g. the keys of `[weights] checkpoints`, --checkpoint NAME=...) is a known backbone;
+    a typo would otherwise be ignored in silence while the official weights are used."""
+    known = BACKBONES.load()
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{where}: {unknown_name_message('backbone', str(name), known)}")
 
 
 def load_backbone(name: str, choice: WeightsChoice) -> Backbone:

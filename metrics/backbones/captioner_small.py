@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from metrics.backbones import captioner
 from metrics.backbones.base import Backbone, WeightsChoice, register_backbone
@@ -147,13 +148,14 @@ class LoadedCaptioner:
 
 
 def load(path: Path) -> LoadedCaptioner:
+    fix = "retrain it with `bench train-evaluator --task captioning`"
+    state = load_checkpoint(path, "small-captioner checkpoint", fix)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         meta = json.loads(bytes(state["meta"].tolist()).decode())
         config = CaptionerConfig(**meta["config"])
         model = SmallCaptioner(config, len(meta["vocab"]))
         model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{path}: not a small-captioner checkpoint written by `bench train-evaluator "
                               f"--task captioning` ({type(exc).__name__}: {str(exc)[:200]})") from exc
     return LoadedCaptioner(model.eval(), list(meta["vocab"]), state["norm.mean"], state["norm.std"], meta["card"])

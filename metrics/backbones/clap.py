@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import pickle
 import socket
 import urllib.parse
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core import weights as weights_registry
+from bench.core.checkpoints import load_checkpoint as _load
 from bench.core.errors import BenchError, CheckpointError
 from bench.core.extras import require
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
@@ -208,43 +208,15 @@ def to_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 # ---- checkpoint files -----------------------------------------------------------------------------
-def _numpy_scalar_globals() -> list:
-    """What LAION's training checkpoints pickle besides tensors: numpy scalars (in the optimizer/scaler
-    state), i.e. numpy's scalar constructor and numeric dtypes. Neither can run code; everything else
-    still goes through torch's weights-only unpickler."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    dtypes = [type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"]
-    return [(multiarray.scalar, "numpy.core.multiarray.scalar"),
-            (multiarray.scalar, "numpy._core.multiarray.scalar"), np.dtype, *dtypes]
-
-
-def _torch_load(path: Path):
-    with torch.serialization.safe_globals(_numpy_scalar_globals()):
-        try:  # memory-mapped: the optimizer state in LAION's files (GBs) is never read
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # pre-zip torch.save format
-
-
 def read_checkpoint(path, spec: ClapSpec) -> dict[str, torch.Tensor]:
     """The validated LAION state dict of a checkpoint file (tensors only, never arbitrary objects).
 
     Accepts LAION's training checkpoints ({"epoch", "name", "state_dict", optimizer...}, keys possibly
     prefixed "module." by DataParallel) and bare state dicts."""
     path = Path(path)
-    try:
-        obj = _torch_load(path)
-    except Exception as exc:  # torch raises many types for truncated/garbage/foreign files
-        detail = ("not a tensors-only file" if isinstance(exc, pickle.UnpicklingError)
-                  else (str(exc).splitlines() or [""])[0])
-        raise CheckpointError(f"cannot read CLAP checkpoint {path} ({type(exc).__name__}: {detail}); it is "
-                              f"truncated, corrupt or not a checkpoint: delete it and re-fetch it "
-                              f"(`bench weights fetch {spec.weights}`)") from exc
+    # memory-mapped: the optimizer state in LAION's files (GBs) is never read
+    obj = _load(path, "CLAP checkpoint", mmap=True, fix=f"delete it and re-fetch it "
+                          f"(`bench weights fetch {spec.weights}`)")
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

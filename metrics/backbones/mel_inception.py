@@ -17,7 +17,6 @@ This module holds
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core import weights as weights_registry
+from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
 
@@ -350,13 +350,7 @@ def checkpoint_tensors(model: MelInception, mean, std, card: dict) -> dict[str, 
 
 def read_checkpoint(path, what: str = "mel-inception checkpoint") -> dict:
     """torch.load(weights_only=True) with a CheckpointError naming the file when it cannot be read."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, garbage or pickled objects: torch raises many types
-        detail = ("not a tensors-only file" if isinstance(exc, pickle.UnpicklingError)
-                  else (str(exc).splitlines() or [""])[0])
-        raise CheckpointError(f"cannot read {what} {path} ({type(exc).__name__}: {detail}); it is missing "
-                              "or corrupt: re-fetch it, or retrain it with `bench train-evaluator`") from exc
+    return load_checkpoint(path, what, "re-fetch it, or retrain it with `bench train-evaluator`")
 
 
 def check_state(state, expected: dict[str, tuple], source: str, what: str) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import pickle
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ import torch
 from torch import nn
 
 from bench.core import weights as weights_registry
+from bench.core.checkpoints import load_checkpoint as load_checkpoint_file
 from bench.core.errors import AudioError, CheckpointError
 from bench.core.extras import missing_extra
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
@@ -180,38 +179,10 @@ def check_state_dict(state_dict, model: nn.Module, spec: Cnn14Spec, source: str)
                               f"{spec.sample_rate} Hz): {problem}. Expected {spec.filename} ({spec.url})")
 
 
-def _numpy_array_globals() -> list:
-    # The released checkpoints also pickle their training sampler's state, which holds numeric numpy
-    # arrays (Cnn14_16k_mAP=0.438.pth does). Allow exactly what rebuilds numeric arrays and scalars:
-    # an object array (arbitrary pickled objects) still fails, since its dtype class is not listed.
-    try:
-        from numpy._core.multiarray import _reconstruct, scalar  # numpy >= 2
-    except ImportError:
-        from numpy.core.multiarray import _reconstruct, scalar
-    numeric_dtypes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
-    # Files written under numpy 1.x name the functions numpy.core.multiarray.*; numpy 2 moved them.
-    return [_reconstruct, scalar, (_reconstruct, "numpy.core.multiarray._reconstruct"),
-            (scalar, "numpy.core.multiarray.scalar"), np.ndarray, np.dtype, *numeric_dtypes]
-
-
 def load_checkpoint(path, spec: Cnn14Spec) -> dict:
     """The weights of a PANNs checkpoint file ({"model": state_dict, ...}), tensors-only loading."""
-    fetch = (f"delete it and run `bench weights fetch {spec.backbone}` (or download {spec.url})")
-    try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
-        # torch's own message advises weights_only=False, which we never want to suggest: reword it.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)|Can only build", str(exc))
-        if isinstance(exc, pickle.UnpicklingError) and refused:
-            what = (f"it pickles {refused.group(1)}" if refused.group(1)
-                    else "it holds objects other than tensors and numeric arrays")
-            raise CheckpointError(f"cannot load PANNs checkpoint {path}: {what}, which tensors-only loading "
-                                  f"refuses; it is not the published {spec.filename}: {fetch}") from exc
-        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", str(exc))
-        detail = reason.group(1) if reason else (str(exc).splitlines() or [""])[0]
-        raise CheckpointError(f"cannot read PANNs checkpoint {path} ({type(exc).__name__}: {detail}); "
-                              f"it is missing or corrupt: {fetch}") from exc
+    checkpoint = load_checkpoint_file(path, "PANNs checkpoint", f"delete it and run `bench weights fetch "
+                                      f"{spec.backbone}` (or download {spec.url}; the published {spec.filename})")
     if not isinstance(checkpoint, Mapping) or "model" not in checkpoint:
         keys = sorted(map(str, checkpoint))[:5] if isinstance(checkpoint, Mapping) else None
         hint = (" (the weights look stored at the top level: save them as {'model': state_dict})"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import pickle
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
@@ -21,6 +20,7 @@ from unittest import mock
 import numpy as np
 
 from bench.core import weights as weights_registry
+from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from bench.core.extras import require
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
@@ -182,14 +182,7 @@ def load_state_dict_file(path, shapes: Mapping[str, tuple]) -> dict:
     {"model": state_dict}; a flattened patch projection is reshaped (both as hear21passt's loader does)."""
     import torch
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage/foreign files
-        detail = ("not a tensors-only file" if isinstance(exc, pickle.UnpicklingError)
-                  else (str(exc).splitlines() or [""])[0])
-        raise CheckpointError(f"cannot read PaSST checkpoint {path} ({type(exc).__name__}: {detail}); it is "
-                              f"missing or corrupt: delete it and re-fetch it "
-                              f"(bench weights fetch {BACKBONE_ID})") from exc
+    obj = load_checkpoint(path, "PaSST checkpoint", f"delete it and re-fetch it (bench weights fetch {BACKBONE_ID})")
     state = dict(obj["model"]) if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) else obj
     key = "patch_embed.proj.weight"
     if isinstance(state, dict) and isinstance(state.get(key), torch.Tensor) and state[key].ndim < 4 \

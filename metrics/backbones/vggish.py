@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from bench.core import weights as weights_registry
+from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
 
@@ -115,6 +115,28 @@ _FEATURE_CONFIG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
 EMBEDDING_DIM = 128
 
 
+class ExampleStream:
+    """`examples(log_mel_spectrogram(x))` for a long 16 kHz signal fed in pieces: example j covers samples
+    [15360 j, 15360 j + 15600), so complete examples are cut as soon as their samples have arrived (the
+    same frames, FFTs and filterbank products as on the whole signal); a tail too short for an example
+    yields nothing, as on the whole signal."""
+
+    _HOP = int(round(SAMPLE_RATE * _HOP_SECONDS))
+    _WINDOW = int(round(SAMPLE_RATE * _WINDOW_SECONDS))
+    _SPAN = EXAMPLE_FRAMES * _HOP  # samples between example starts
+    _BATCH = 64  # examples cut per step
+
+    def __init__(self):
+        self.buffer = np.zeros(0)
+
+    def push(self, samples: np.ndarray):
+        self.buffer = np.concatenate([self.buffer, np.asarray(samples, dtype=np.float64)])
+        overhang = self._WINDOW - self._HOP  # the last frame of an example reaches past the next start
+        while (k := min(self._BATCH, (len(self.buffer) - overhang) // self._SPAN)) > 0:
+            yield examples(log_mel_spectrogram(self.buffer[:k * self._SPAN + overhang]))
+            self.buffer = self.buffer[k * self._SPAN:]
+
+
 def _make_features() -> nn.Sequential:
     layers: list[nn.Module] = []
     in_channels = 1
@@ -191,14 +213,8 @@ def _prefix_hint(state_dict: Mapping) -> str:
 
 def load_state_dict_file(path) -> dict[str, torch.Tensor]:
     """Load and validate a VGGish checkpoint (tensors only: never unpickles arbitrary objects)."""
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage/foreign files
-        # torch's unpickling message advises weights_only=False, which we never want to suggest.
-        detail = ("not a tensors-only file" if isinstance(exc, pickle.UnpicklingError)
-                  else (str(exc).splitlines() or [""])[0])
-        raise CheckpointError(f"cannot read VGGish checkpoint {path} ({type(exc).__name__}: {detail}); "
-                              f"it is missing or corrupt, re-fetch it") from exc
+    state_dict = load_checkpoint(path, "VGGish checkpoint", "re-fetch it (bench weights fetch vggish) or pass "
+                                 "the right file")
     _check_state_dict(state_dict, str(path))
     return dict(state_dict)
 
