@@ -47,8 +47,8 @@ def test_down_tracking_keeps_records_and_sync_pushes_them_once(tmp_path, cache_d
     for record in records:
         side = json.loads(record.with_name(record.stem + ".tracking.json").read_text())
         assert side["synced"] is False and side["uri"] == bad_uri and side["error"]
-    # The second cell was not tried against the dead store (one failure is enough to know).
-    assert sum("not tried" in json.loads(p.read_text())["error"] for p in (out / "records").glob("*.tracking.json")) == 1
+    # No cell was tried against the dead store: it was checked once, up front.
+    assert sum("not tried" in json.loads(p.read_text())["error"] for p in (out / "records").glob("*.tracking.json")) == 2
 
     # Still down: sync fails cleanly, exit 3, nothing lost.
     assert main(["sync", str(out)]) == 3

@@ -60,13 +60,18 @@ def load_checkpoint(path: str | os.PathLike, what: str, fix: str, mmap: bool = F
 
 def _unreadable(path: Path, what: str, fix: str, exc: Exception) -> CheckpointError:
     # torch's own message advises weights_only=False, which we never want to suggest: reword it.
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)|Can only build", str(exc))
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL (\S+)|Can only build", str(exc))
     if isinstance(exc, pickle.UnpicklingError) and refused:
-        holds = (f"it pickles {refused.group(1)}" if refused.group(1)
-                 else "it holds objects other than tensors and numeric arrays")
+        name = refused.group(1) or refused.group(2)
+        holds = f"it pickles {name}" if name else "it holds objects other than tensors and numeric arrays"
         return CheckpointError(f"cannot read {what} {path}: {holds}, which tensors-only loading refuses (not a "
                                f"tensors-only file; never load it with pickle); {fix}")
     reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", str(exc))
-    detail = reason.group(1) if reason else (str(exc).splitlines() or [""])[0][:200]
+    if reason:
+        detail = reason.group(1)
+    elif isinstance(exc, pickle.UnpicklingError):  # torch's text advises weights_only=False: never repeat it
+        detail = "not a tensors-only file"
+    else:
+        detail = (str(exc).splitlines() or [""])[0][:200]
     return CheckpointError(f"cannot read {what} {path} ({type(exc).__name__}: {detail}); it is truncated, "
                            f"corrupt or not a checkpoint: {fix}")
