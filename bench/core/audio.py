@@ -27,6 +27,7 @@ BLOCK_FRAMES = 1 << 18  # frames per block when a long file is streamed (about 6
 # A file with more samples (frames x channels) than this is never decoded whole where a streaming path
 # exists (hashing; protocols with `stream`): 8.4M samples, 95 s of 44.1 kHz stereo, 32 MB as float32.
 LONG_CLIP_SAMPLES = 1 << 23
+MAX_WHOLE_SAMPLES = 1 << 30  # read_audio refuses to decode more at once (4 GiB of float32)
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError)
 _SHOULD_BE = re.compile(r"(\d+)\s*\(should be (\d+)\)")
 
@@ -89,6 +90,10 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 [channels, frames] and its sample rate."""
     path = Path(path)
     with _open(path) as f:
+        if f.frames * f.channels > MAX_WHOLE_SAMPLES:  # a decompression bomb or a corrupt header
+            raise AudioError(f"{path}: would decode to {f.frames * f.channels * 4 / 2 ** 30:.1f} GiB "
+                             f"({f.frames} frames x {f.channels} channels); too large to decode whole: cut it "
+                             f"into parts")
         try:
             data = f.read(dtype="float32", always_2d=True)
         except _DECODE_ERRORS as e:
