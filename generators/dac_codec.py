@@ -213,7 +213,7 @@ def load_codec_file(path: str | Path, source: str) -> DACCodec:
     """A DAC release checkpoint ({"state_dict", "metadata": {"kwargs"}}) loaded without unpickling code."""
     from generators.trainable import load_model_state
 
-    payload = load_checkpoint(path, f"DAC checkpoint ({source})", "delete it and run `bench weights fetch dac-44khz`")
+    payload = load_checkpoint(path, source, "delete it and run `bench weights fetch dac-44khz`")
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{source} ({path}) is not a DAC checkpoint: expected a dict with 'state_dict' "
                               "and 'metadata' (the layout of descript-audio-codec's weights.pth)")
