@@ -29,12 +29,13 @@ from bench.core.versions import git_revision, library_versions
 from bench.core.weights import sha256_file
 from bench.determinism import record_differences, relocate
 from bench.executors import Job, LocalExecutor, make_executor
+from bench.preflight import preflight_suite
 from bench.scoring import score
 from bench.suite import Cell, Gate, Suite, suite_text
 from bench.sync import mark_unsynced, track
 from bench.tracking import SUITE_FILE, TrackingError, check_tracking
 from bench.training.suite_runs import ensure_evaluators, ensure_generator_training, resolve_trained_cells
-from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator
+from generators.base import GenerationRequest, GeneratorContext, Prompt, build_generator, generator_traits
 from leaderboards import ci_summary, markdown
 from metrics.backbones.base import WeightsChoice
 from metrics.inputs import ScoreOptions
@@ -132,36 +133,40 @@ def _generate(generator, request: GenerationRequest) -> list:
 def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path | None, out_dir: Path,
                   progress: bool, executor=None) -> tuple[object, dict]:
     """Generate (or take from the cache) every sample of a cell; return the generated set and a summary."""
-    context = GeneratorContext(reference, cell.resampler)
+    context = GeneratorContext(reference, cell.resampler, log_dir=out_dir / "logs")
     generator = build_generator(cell.generator, cell.checkpoint, context)
     # generators whose checkpoint is a folder or a hub repo id say what identifies it (`checkpoint_sha256`)
     ckpt_hash = getattr(generator, "checkpoint_sha256", None) or (
         sha256_file(Path(cell.checkpoint)) if cell.checkpoint else None)
     cache = ArrayCache(cache_root or default_cache_root(), "generated")
+    use_cache = getattr(generator, "cache_outputs", True)  # `files`: the files are their own cache
     base = {"generator": cell.generator, "generator_version": generator.version, "checkpoint_sha256": ckpt_hash,
             "seed": cell.seed, "steps": cell.steps, "guidance": cell.guidance, "duration_s": cell.duration_s,
-            "sample_rate": cell.sample_rate, "resampler": cell.resampler}
+            "sample_rate": cell.sample_rate, "resampler": cell.resampler,
+            **({"options": cell.options} if cell.options else {})}
     if getattr(generator, "reads_reference", False):
         base["reference_fingerprint"] = reference.fingerprint()
 
     def key(p: Prompt, k: int) -> dict:
         return {**base, "prompt_id": p.id, "prompt_text": p.text, "prompt_index": p.index, "sample_index": k}
 
-    samples: dict[tuple[str, int], tuple[np.ndarray, dict]] = {}
+    samples: dict[tuple[str, int], tuple[np.ndarray, int, dict]] = {}
     todo = []
     for p in prompts:
-        hits = [cache.get(key(p, k)) for k in range(cell.samples_per_prompt)]
+        hits = [cache.get(key(p, k)) if use_cache else None for k in range(cell.samples_per_prompt)]
         if any(h is None for h in hits):
             todo.append(p)
         else:
             for k, h in enumerate(hits):
-                samples[(p.id, k)] = (h["waveform"], json.loads(bytes(h["metadata"]).decode()))
+                rate = int(h["sample_rate"]) if "sample_rate" in h else cell.sample_rate
+                samples[(p.id, k)] = (h["waveform"], rate, json.loads(bytes(h["metadata"]).decode()))
     seconds = 0.0
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), unit="prompt", disable=not progress,
                desc=f"generate {cell.label}")
     requests = [GenerationRequest(prompts=tuple(todo[start:start + cell.batch_size]), seed=cell.seed,
                                   duration_s=cell.duration_s, sample_rate=cell.sample_rate, steps=cell.steps,
-                                  guidance=cell.guidance, samples_per_prompt=cell.samples_per_prompt)
+                                  guidance=cell.guidance, samples_per_prompt=cell.samples_per_prompt,
+                                  options=cell.options)
                 for start in range(0, len(todo), cell.batch_size)]
     job = Job(key=f"generate:{cell.generator}:{cell.checkpoint}:{ckpt_hash}:{cell.resampler}",
               build=build_generator, args=(cell.generator, cell.checkpoint, context), run=_generate,
@@ -173,44 +178,61 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
         batch = request.prompts
         by_id = {p.id: p for p in batch}
         for audio in outputs:
-            if audio.sample_rate != cell.sample_rate:
+            if cell.sample_rate is not None and audio.sample_rate != cell.sample_rate:
                 raise BenchError(f"generator {cell.generator!r} returned {audio.sample_rate} Hz for a "
                                  f"{cell.sample_rate} Hz request")
-            cache.put(key(by_id[audio.prompt_id], audio.sample_index),
-                      {"waveform": audio.waveform,
-                       "metadata": np.frombuffer(json.dumps(audio.metadata, sort_keys=True).encode(), np.uint8)})
-            samples[(audio.prompt_id, audio.sample_index)] = (audio.waveform, audio.metadata)
+            if use_cache:
+                cache.put(key(by_id[audio.prompt_id], audio.sample_index),
+                          {"waveform": audio.waveform, "sample_rate": np.int64(audio.sample_rate),
+                           "metadata": np.frombuffer(json.dumps(audio.metadata, sort_keys=True).encode(),
+                                                     np.uint8)})
+            samples[(audio.prompt_id, audio.sample_index)] = (audio.waveform, audio.sample_rate, audio.metadata)
         crash_point("generate")
         bar.update(len(batch))
         t0 = time.perf_counter()
     bar.close()
 
+    skipped = [f"{p.id}#{k}" if cell.samples_per_prompt > 1 else p.id
+               for p in prompts for k in range(cell.samples_per_prompt) if (p.id, k) not in samples]
+    if skipped and not getattr(generator, "may_skip", False):
+        raise BenchError(f"generator {cell.generator!r} returned no audio for {len(skipped)} sample(s) "
+                         f"(first: {skipped[:5]})")
+    if len(skipped) == len(prompts) * cell.samples_per_prompt:
+        raise BenchError(f"generator {cell.generator!r} ({cell.checkpoint}): no audio for any prompt")
     rows = []
     for p in prompts:
         for k in range(cell.samples_per_prompt):
-            wave, _ = samples[(p.id, k)]
+            if (p.id, k) not in samples:
+                continue
+            wave, rate, _ = samples[(p.id, k)]
             name = _safe_name(p, k, cell.samples_per_prompt)
-            write_audio(out_dir / "audio" / name, wave, cell.sample_rate)
+            write_audio(out_dir / "audio" / name, wave, rate)
             clip_id = p.id if cell.samples_per_prompt == 1 else f"{p.id}#{k}"
             rows.append({"id": clip_id, "path": f"audio/{name}", "caption": p.text,
                          **({"references": list(p.references)} if p.references else {})})
     manifest = out_dir / "generated.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metas = [m for _, m in samples.values()]
+    metas = [m for _, _, m in samples.values()]
     summary = {"generator_version": generator.version, "checkpoint_sha256": ckpt_hash,
                "n_prompts": len(prompts), "n_clips": len(rows),
                "native_sample_rates": sorted({m.get("native_sample_rate") for m in metas} - {None}),
+               "output_sample_rates": sorted({rate for _, rate, _ in samples.values()}),
+               "channels": sorted({int(w.shape[0]) for w, _, _ in samples.values()}),
                "resampled_with": sorted({m.get("resampler") for m in metas} - {None}),
                # a generator with seeded random weights (no checkpoint): leaderboards and tags say so
                "untrained": any(bool(m.get("untrained")) for m in metas),
-               "manifest": str(manifest)}
+               "manifest": str(manifest),
+               **({"skipped": {"policy": "skip", "n": len(skipped), "ids": skipped}} if skipped else {})}
     return load_manifest(manifest), {"summary": summary, "seconds": seconds,
-                                     "fresh_samples": len(todo) * cell.samples_per_prompt}
+                                     "fresh_samples": len(todo) * cell.samples_per_prompt,
+                                     "existing_audio": getattr(generator, "existing_audio", False)}
 
 
 def _cell_hash(cell: Cell, suite: Suite, reference, prompts: list[Prompt]) -> str:
     """Everything a cell's record depends on; a record with another hash is recomputed, never reused."""
+    fingerprint = generator_traits(cell.generator).fingerprint  # a folder of audio: its content, not its name
     return stable_hash({"cell": cell.params(), "metrics": suite.metrics, "reference": reference.fingerprint(),
+                        **({"checkpoint_content": fingerprint(cell.checkpoint)} if fingerprint else {}),
                         "prompts": [(p.id, p.text) for p in prompts], "weights": asdict(suite.weights),
                         "scoring": asdict(suite.scoring), "schema": SCHEMA,
                         **({"evaluators": suite.evaluators} if suite.evaluators else {}),
@@ -250,8 +272,10 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
         git_revision=git_revision(),
         versions=library_versions(),
         timing={"generation_seconds": round(gen["seconds"], 4), "fresh_samples": gen["fresh_samples"],
+                # audio read from files (reference, files) was not generated: no real-time factor
                 "real_time_factor": (round(gen["seconds"] / audio_seconds, 6)
-                                     if gen["fresh_samples"] and audio_seconds else None),
+                                     if gen["fresh_samples"] and audio_seconds and not gen["existing_audio"]
+                                     else None),
                 "scoring_seconds": round(score_seconds, 4)},
     )
     write_record(record_path, record)
@@ -286,7 +310,7 @@ def evaluate_gates(gates: list[Gate], records: list[RunRecord]) -> list[GateResu
     out = []
     for gate in gates:
         for record in records:
-            if gate.generator and gate.generator not in (record.generator, record.label):
+            if not gate.applies_to(record.cell):
                 continue
             result = next((r for r in record.metrics if r["metric"] == gate.metric), None)
             value = None if result is None else result["value"]
@@ -312,6 +336,11 @@ def _run_locked(suite: Suite, options: RunOptions, results_dir: Path, log) -> Ru
     outcome = RunOutcome(results_dir)
     reference = open_clip_set(suite.reference, suite.base_dir)
     prompts = build_prompts(suite, reference)
+    # Everything the suite needs, checked before any training, generation or scoring: all problems at once.
+    report = preflight_suite(suite, reference, prompts, _weights_choice(suite, options))
+    for warning in report.warnings:
+        log(f"warning: {warning}")
+    report.raise_if_problems(f"suite {suite.name}")
     # Evaluators the suite trains itself ([evaluators]): trained once, then reused from the cache.
     trained = ensure_evaluators(suite.evaluators, suite.base_dir, options.cache_root, options.progress, log)
     # Generators the suite trains itself ([training]): trained once, `training:RUN/...` cells get their files.

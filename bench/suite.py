@@ -24,8 +24,8 @@ _TOP_KEYS = {"name", "description", "results_dir", "reference", "prompts", "gene
              "metrics", "weights", "scoring", "tracking", "gates", "evaluators", "executor", "training"}
 _GENERATION_KEYS = {"seeds", "duration_s", "sample_rates", "samples_per_prompt", "resampler", "steps",
                     "guidance", "batch_size"}
-_GENERATOR_KEYS = _GENERATION_KEYS | {"name", "checkpoints", "label"}
-_GATE_KEYS = {"check", "generator"}
+_GENERATOR_KEYS = _GENERATION_KEYS | {"name", "factory", "checkpoints", "label", "options"}
+_GATE_KEYS = {"check", "generator", "label"}
 _GATE_RE = re.compile(r"^\s*(?P<metric>[\w.\-]+@[\w.\-]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$")
 
 QUICKSTART = "quickstart"
@@ -79,12 +79,19 @@ class Gate:
     metric: str
     op: str
     threshold: float
-    generator: str | None = None
+    generator: str | None = None  # a generator name (or, for older suites, a label)
+    label: str | None = None
 
     @property
     def text(self) -> str:
-        where = f" [generator={self.generator}]" if self.generator else ""
+        where = "".join(f" [{k}={v}]" for k, v in (("generator", self.generator), ("label", self.label)) if v)
         return f"{self.metric} {self.op} {self.threshold:g}{where}"
+
+    def applies_to(self, cell: dict) -> bool:
+        """Whether the gate checks this cell (a record's `cell`)."""
+        if self.generator and self.generator not in (cell["generator"], cell["label"]):
+            return False
+        return not self.label or self.label == cell["label"]
 
     def passes(self, value: float) -> bool:
         return {"<=": value <= self.threshold, ">=": value >= self.threshold,
@@ -93,31 +100,34 @@ class Gate:
 
 @dataclass(frozen=True)
 class Cell:
-    generator: str
+    generator: str  # a registered name, or "module:function" for a suite's `factory`
     label: str  # display name (defaults to the generator name)
     checkpoint: str | None
-    seed: int
+    seed: int | None  # None: a generator that returns existing audio (no randomness)
     steps: int | None
     guidance: float | None
-    sample_rate: int
-    duration_s: float
+    sample_rate: int | None  # None: each clip at its own rate (existing-audio generators)
+    duration_s: float | None  # None: each clip's own duration (existing-audio generators)
     samples_per_prompt: int
     resampler: str
     batch_size: int
     # Identity of a suite-trained checkpoint ("training:RUN/step-000100.pt") when `checkpoint` is its file
     # in the cache (bench.training.suite_runs): ids and hashes use the name, not the machine's path.
     checkpoint_name: str | None = None
+    options: dict = field(default_factory=dict)  # generator-specific settings, passed with every request
 
     def params(self) -> dict:
         return {"generator": self.generator, "label": self.label,
                 "checkpoint": self.checkpoint_name or self.checkpoint,
                 "seed": self.seed, "steps": self.steps, "guidance": self.guidance,
                 "sample_rate": self.sample_rate, "duration_s": self.duration_s,
-                "samples_per_prompt": self.samples_per_prompt, "resampler": self.resampler}
+                "samples_per_prompt": self.samples_per_prompt, "resampler": self.resampler,
+                **({"options": self.options} if self.options else {})}
 
     @property
     def id(self) -> str:
-        parts = [self.label, f"seed{self.seed}", f"sr{self.sample_rate}"]
+        parts = [self.label] + [f"seed{self.seed}"] * (self.seed is not None) + [
+            f"sr{self.sample_rate}" if self.sample_rate else "native"]
         if self.checkpoint:
             parts.insert(1, re.sub(r"[^A-Za-z0-9.-]+", "-", Path(self.checkpoint_name or self.checkpoint).stem))
         if self.steps is not None:
@@ -174,7 +184,7 @@ def parse_gate(entry, source: str) -> Gate:
     if not m:
         raise ConfigError(f"{source}: gate {entry['check']!r} is not of the form 'METRIC@PRESET OP NUMBER' "
                           "with OP one of <=, >=, <, >")
-    return Gate(m["metric"], m["op"], float(m["value"]), entry.get("generator"))
+    return Gate(m["metric"], m["op"], float(m["value"]), entry.get("generator"), entry.get("label"))
 
 
 def _expand_checkpoints(patterns, base_dir: Path, source: str, name: str, training: dict) -> list[str | None]:
@@ -255,35 +265,49 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
     entries = raw["generators"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: `generators` must be a non-empty array of tables ([[generators]])")
-    from generators.base import GENERATORS
+    from generators.base import generator_traits
 
     cells: list[Cell] = []
     for i, entry in enumerate(entries):
         section = f"generators][{i}"
         check_keys(entry, _GENERATOR_KEYS, source, section)
-        if "name" not in entry:
-            raise ConfigError(f"{_where(source, section)}: missing `name`")
-        name = entry["name"]
+        if ("name" in entry) == ("factory" in entry):
+            raise ConfigError(f"{_where(source, section)}: give `name` (a registered generator) or `factory` "
+                              "(\"module:function\" returning a generator), not both")
+        name = entry.get("name") or entry["factory"]
+        if "factory" in entry and ":" not in name:
+            raise ConfigError(f"{_where(source, section)}: factory {name!r} must be \"module.path:function\"")
         try:
-            GENERATORS.lookup(name)
+            traits = generator_traits(name)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
-        opt = {**generation, **entry}
+        options = entry.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{_where(source, section)}: `options` must be a table, got {options!r}")
         where = f"{source} generator {name!r}"
+        # Existing audio (the reference set, a folder) is taken as it is: the suite's [generation] settings
+        # are for generators that generate; only the generator's own table applies (a `sample_rates` there
+        # resamples, recorded).
+        opt = entry if traits.existing_audio else {**generation, **entry}
+        defaults = {"seeds": [None], "sample_rates": [None], "duration_s": None} if traits.existing_audio else \
+            {"seeds": [0], "sample_rates": [16000], "duration_s": 4.0}
+        duration = opt.get("duration_s", defaults["duration_s"])
         for ckpt in _expand_checkpoints(entry.get("checkpoints"), base_dir, source, name, training):
-            for seed in _as_list(opt.get("seeds", [0]), where, "seeds", int):
+            for seed in _as_list(opt.get("seeds", defaults["seeds"]), where, "seeds", int):
                 for steps in _as_list(opt.get("steps", [None]), where, "steps", int):
                     for guidance in _as_list(opt.get("guidance", [None]), where, "guidance", (int, float)):
-                        for rate in _as_list(opt.get("sample_rates", [16000]), where, "sample_rates", int):
+                        for rate in _as_list(opt.get("sample_rates", defaults["sample_rates"]), where,
+                                             "sample_rates", int):
                             cells.append(Cell(
                                 generator=name, label=str(entry.get("label", name)), checkpoint=ckpt,
                                 seed=seed, steps=steps,
                                 guidance=None if guidance is None else float(guidance),
                                 sample_rate=rate,
-                                duration_s=float(_scalar(opt, "duration_s", (int, float), 4.0, where)),
+                                duration_s=None if duration is None else
+                                float(_scalar(opt, "duration_s", (int, float), duration, where)),
                                 samples_per_prompt=_scalar(opt, "samples_per_prompt", int, 1, where),
-                                resampler=_scalar(opt, "resampler", str, "soxr-vhq", where),
-                                batch_size=_scalar(opt, "batch_size", int, 8, where)))
+                                resampler=_scalar({**generation, **entry}, "resampler", str, "soxr-vhq", where),
+                                batch_size=_scalar(opt, "batch_size", int, 8, where), options=dict(options)))
     _check_grid(cells, source)
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -298,6 +322,9 @@ def parse_suite(raw: dict, source: str, base_dir: Path, path: Path | None = None
         if gate.generator and gate.generator not in {c.label for c in cells} | {c.generator for c in cells}:
             raise ConfigError(f"{source}: gate {gate.text!r} names generator {gate.generator!r}, "
                               "which is not in the suite")
+        if gate.label and gate.label not in {c.label for c in cells}:
+            raise ConfigError(f"{source}: gate {gate.text!r} names label {gate.label!r}, which no generator "
+                              f"has (labels: {', '.join(sorted({c.label for c in cells}))})")
 
     name = str(raw.get("name", path.stem if path else "suite"))
     results_dir = Path(raw.get("results_dir", Path("bench-results") / name))

@@ -146,6 +146,7 @@ class AudioLDM2Generator:
     max_duration_s = None
     uses_steps = True
     uses_guidance = True
+    options = OPTIONS
 
     def __init__(self, pipe, provenance: dict, context: GeneratorContext, untrained: bool):
         self.pipe = pipe
@@ -164,9 +165,6 @@ class AudioLDM2Generator:
         self.checkpoint_sha256 = provenance.get("checkpoint_sha256")
 
     def _options(self, request: GenerationRequest) -> tuple[float, str | None, int]:
-        unknown = set(request.options) - OPTIONS
-        if unknown:
-            raise ConfigError(f"audioldm2: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
         eta = float(request.options.get("eta", 0.0))
         if not 0.0 <= eta <= 1.0:
             raise ConfigError(f"audioldm2: option eta must be in [0, 1] (DDIM), got {eta}")

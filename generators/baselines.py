@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from bench.core.errors import ConfigError
-from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
-                             check_request, register_generator, sample_rng)
+from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, GeneratorTraits,
+                             at_requested_rate, check_request, register_generator, sample_rng)
 
 
 class _Baseline:
@@ -61,10 +61,12 @@ class SilenceGenerator(_Baseline):
 
 
 class ReferenceGenerator(_Baseline):
-    """Oracle: returns the reference clip whose id equals the prompt id (the metric's best case)."""
+    """Oracle: returns the reference clip whose id equals the prompt id (the metric's best case), at the
+    clip's own rate and channels unless a rate is asked for, so its scores are exactly the best case."""
 
     name = "reference"
     reads_reference = True  # its output depends on the reference set's content (generation cache key)
+    existing_audio = True
 
     def __init__(self, context: GeneratorContext):
         super().__init__(context)
@@ -85,7 +87,7 @@ class ReferenceGenerator(_Baseline):
             for k in range(request.samples_per_prompt):
                 meta = {**self._meta(request, p.index, k), **rate_meta,
                         "reference_clip_hash": self.context.reference.clip_hash(self.clips[p.id])}
-                out.append(GeneratedAudio(p.id, k, wave, request.sample_rate, meta))
+                out.append(GeneratedAudio(p.id, k, wave, rate_meta["output_sample_rate"], meta))
         return out
 
 
@@ -101,7 +103,8 @@ def _silence(checkpoint: str | None, context: GeneratorContext) -> SilenceGenera
     return SilenceGenerator(context)
 
 
-@register_generator("reference", "oracle: the reference clip with the prompt's id (upper bound)")
+@register_generator("reference", "oracle: the reference clip with the prompt's id, at its own rate (upper bound)",
+                    GeneratorTraits(existing_audio=True))
 def _reference(checkpoint: str | None, context: GeneratorContext) -> ReferenceGenerator:
     _no_checkpoint("reference", checkpoint)
     return ReferenceGenerator(context)

@@ -56,6 +56,7 @@ class DACResynthesis:
     max_duration_s = None
     uses_steps = False
     uses_guidance = False
+    options = ("n_codebooks",)
     reads_reference = True  # output depends on the reference set's content (generation cache key)
 
     def __init__(self, codec: DACCodec, provenance: dict, context: GeneratorContext):
@@ -67,9 +68,6 @@ class DACResynthesis:
                                                              f"-{provenance.get('sha256', '')[:12]}")
 
     def n_codebooks(self, request: GenerationRequest) -> int:
-        unknown = set(request.options) - {"n_codebooks"}
-        if unknown:
-            raise ConfigError(f"generator {self.name!r}: unknown options {sorted(unknown)}; it takes n_codebooks")
         n = request.options.get("n_codebooks", self.codec.n_codebooks)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.codec.n_codebooks:
             raise ConfigError(f"generator {self.name!r}: option n_codebooks must be an integer from 1 to "

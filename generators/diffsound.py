@@ -188,6 +188,7 @@ class DiffsoundGenerator:
     native_sample_rates: tuple[int, ...]
     uses_steps = True
     uses_guidance = False  # Diffsound samples without classifier-free guidance
+    options = ("time_stride",)
 
     def __init__(self, model: DiffsoundModel, config: dict, info: dict, context: GeneratorContext):
         self.model, self.config, self.info, self.context = model, config, info, context
@@ -197,9 +198,6 @@ class DiffsoundGenerator:
         self.checkpoint_sha256 = info["sha256"]
 
     def _stride(self, request: GenerationRequest) -> int:
-        unknown = set(request.options) - {"time_stride"}
-        if unknown:
-            raise ConfigError(f"diffsound: unknown option(s) {sorted(unknown)}; known: ['time_stride']")
         T = self.model.schedule.T
         stride = request.options.get("time_stride")
         if stride is not None:

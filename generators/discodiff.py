@@ -212,8 +212,6 @@ class DiscoDiffGenerator:
                                                        else "+codec-untrained-tiny")
 
     def _params(self, request: GenerationRequest) -> tuple[int, float]:
-        if request.options:
-            raise ConfigError(f"generator {self.name!r} takes no options, got {sorted(request.options)}")
         steps = self.config["default_steps"] if request.steps is None else request.steps
         if steps > MAX_STEPS:
             raise ConfigError(f"generator {self.name!r}: steps must be <= {MAX_STEPS}, got {steps}")

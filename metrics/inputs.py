@@ -70,14 +70,19 @@ class SetEmbeddings:
 
 
 def pair_by_id(generated: SetEmbeddings, reference: SetEmbeddings, policy: str) -> tuple[list[tuple[int, int]], dict]:
+    """(generated index, reference index) pairs; see pair_ids."""
+    return pair_ids(generated.clip_ids, reference.clip_ids, policy)
+
+
+def pair_ids(generated_ids, reference_ids, policy: str) -> tuple[list[tuple[int, int]], dict]:
     """(generated index, reference index) pairs; a generated id "x#k" (k-th sample) pairs with "x".
 
     "strict": every generated and every reference id must be paired, else an error lists the missing
     ids. "audioldm-99" (opt-in, audioldm_eval's rule): pair what matches if more than 99% of reference
-    ids do; the unpaired ids are recorded.
+    ids do; the unpaired ids are recorded. Needs only ids, so a preflight checks it before any work.
     """
-    ref_index = {cid: j for j, cid in enumerate(reference.clip_ids)}
-    base = [cid.split("#")[0] for cid in generated.clip_ids]
+    ref_index = {cid: j for j, cid in enumerate(reference_ids)}
+    base = [cid.split("#")[0] for cid in generated_ids]
     pairs = [(i, ref_index[b]) for i, b in enumerate(base) if b in ref_index]
     gen_unpaired = sorted({b for b in base if b not in ref_index})
     ref_unpaired = sorted(set(ref_index) - set(base))

@@ -50,8 +50,12 @@ def test_run_writes_records_mlflow_and_leaderboard(tmp_path, cache_dir, capsys):
     for record in records.values():
         assert record.untrained is True
         assert record.metrics[0]["key"] == "fad-vggish@audioldm[untrained]"
-        assert record.reference["n_clips"] == 6 and record.cell["duration_s"] == 1.5
+        assert record.reference["n_clips"] == 6
     oracle = next(r for r in records.values() if r.generator == "reference")
+    # the oracle is the reference audio as it is: its own rate and duration, not the suite's
+    assert oracle.cell["duration_s"] is None and oracle.cell["sample_rate"] is None
+    assert oracle.generation["output_sample_rates"] == [16000]
+    assert all(r.cell["duration_s"] == 1.5 for r in records.values() if r is not oracle)
     noise = [r for r in records.values() if r.generator == "noise"]
     assert oracle.metrics[0]["value"] == pytest.approx(0.0, abs=1e-6)
     assert all(r.metrics[0]["value"] > 1.0 for r in noise)

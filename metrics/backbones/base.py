@@ -78,6 +78,33 @@ class Backbone:
         return stable_hash(self.card_key)
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a backbone reads from disk for a weights choice, declared so that a preflight can check all of
+    it (every missing file at once) without building anything."""
+
+    weights: tuple[str, ...] = ()  # weights cards (bench.core.weights): a --checkpoint file, the cache or a download
+    hf_files: tuple[tuple[str, str], ...] = ()  # (repo, filename) read from the Hugging Face cache
+
+
+def pretrained(choice: WeightsChoice, backbone_id: str) -> bool:
+    """Whether `backbone_id` loads published weights under this choice (not untrained, not trained here)."""
+    return choice.mode == "pretrained" and choice.trained_file(backbone_id) is None
+
+
+# backbone id -> (WeightsChoice) -> Needs; each backbone module declares its own.
+BACKBONE_NEEDS: dict[str, Callable[[WeightsChoice], Needs]] = {}
+
+
+def declare_needs(backbone_id: str, needs: Callable[[WeightsChoice], Needs]) -> None:
+    BACKBONE_NEEDS[backbone_id] = needs
+
+
+def backbone_needs(backbone_id: str, choice: WeightsChoice) -> Needs:
+    BACKBONES.lookup(backbone_id)  # imports the modules, which declare their needs
+    return BACKBONE_NEEDS.get(backbone_id, lambda c: Needs())(choice)
+
+
 BackboneBuilder = Callable[[WeightsChoice], Backbone]
 # name -> builder; plugins: entry-point group "bench.backbones".
 BACKBONES = Registry("backbone", ("metrics.backbones.vggish", "metrics.backbones.panns",

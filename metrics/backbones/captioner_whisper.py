@@ -28,7 +28,7 @@ import numpy as np
 from bench.core import weights as weights_registry
 from bench.core.errors import CheckpointError
 from metrics.backbones import captioner
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
+from metrics.backbones.base import Backbone, Needs, WeightsChoice, declare_needs, pick_device, register_backbone
 from metrics import coco_caption_scores  # noqa: F401 (registers the SPICE CoreNLP jars' weights cards)
 
 SAMPLE_RATE = 16000
@@ -203,3 +203,4 @@ def build(spec: WhisperCaptionerSpec, choice: WeightsChoice) -> Backbone:
 
 for _spec in SPECS:
     register_backbone(_spec.backbone)(lambda choice, spec=_spec: build(spec, choice))
+    declare_needs(_spec.backbone, lambda choice, spec=_spec: Needs(hf_files=((spec.repo, "config.json"),)))

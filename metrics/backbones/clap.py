@@ -38,7 +38,8 @@ from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint as _load
 from bench.core.errors import BenchError, CheckpointError
 from bench.core.extras import require
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
+from metrics.backbones.base import (Backbone, declare_needs, Needs,
+                                    pick_device, pretrained, register_backbone, WeightsChoice)
 
 SAMPLE_RATE = 48000
 CLIP_SAMPLES = 480000  # LAION's max_len: 10 s at 48 kHz
@@ -497,6 +498,10 @@ def build(spec: ClapSpec, choice: WeightsChoice) -> Backbone:
 
 def _register(spec: ClapSpec) -> None:
     register_backbone(spec.backbone)(lambda choice: build(spec, choice))
+    # the tokenizer whatever the weights (untrained CLAP still tokenizes captions)
+    declare_needs(spec.backbone, lambda choice, spec=spec: Needs(
+        weights=(spec.weights,) if pretrained(choice, spec.backbone) else (),
+        hf_files=((TOKENIZER_REPO, "vocab.json"), (TOKENIZER_REPO, "merges.txt"))))
 
 
 for _spec in SPECS.values():

@@ -28,7 +28,7 @@ from torch import nn
 from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone
+from metrics.backbones.base import Backbone, Needs, WeightsChoice, declare_needs, pick_device, pretrained, register_backbone
 
 BACKBONE = "mel-inception"
 
@@ -502,3 +502,13 @@ def build(choice: WeightsChoice) -> Backbone:
     model = evaluator.model
     return Backbone(BACKBONE, {"embedding": model.embedding_dim, "logits": model.n_classes}, provenance,
                     embed_fn(evaluator, device), device)
+
+
+def _needs(choice: WeightsChoice) -> Needs:
+    # a --checkpoint mel-inception=PATH may be a model trained here (no stats file then): checked when loaded
+    if not pretrained(choice, BACKBONE) or choice.local_file(BACKBONE) is not None:
+        return Needs()
+    return Needs(weights=("melception", "melception-stats"))
+
+
+declare_needs(BACKBONE, _needs)

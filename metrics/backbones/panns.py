@@ -35,7 +35,8 @@ from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint as load_checkpoint_file
 from bench.core.errors import AudioError, CheckpointError
 from bench.core.extras import missing_extra
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
+from metrics.backbones.base import (Backbone, declare_needs, Needs, pick_device,
+                                    pretrained, register_backbone, to_device, WeightsChoice)
 
 EMBEDDING_DIM = 2048
 NUM_CLASSES = 527
@@ -239,3 +240,4 @@ def build(spec: Cnn14Spec, choice: WeightsChoice) -> Backbone:
 
 for _spec in SPECS.values():
     register_backbone(_spec.backbone)(functools.partial(build, _spec))
+    declare_needs(_spec.backbone, lambda choice, b=_spec.backbone: Needs(weights=(b,) if pretrained(choice, b) else ()))

@@ -23,7 +23,8 @@ from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from bench.core.extras import require
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
+from metrics.backbones.base import (Backbone, declare_needs, Needs, pick_device,
+                                    pretrained, register_backbone, to_device, WeightsChoice)
 
 BACKBONE_ID = "passt-s-swa-p16-128-ap476"
 ARCH = "passt_s_swa_p16_128_ap476"
@@ -252,3 +253,6 @@ def build(choice: WeightsChoice) -> Backbone:
     classifier = PasstClassifier(net, device)
     return Backbone(BACKBONE_ID, {"logits": N_CLASSES, "embedding": EMBED_DIM}, provenance, classifier, device,
                     embed_tensors=classifier.forward)
+
+
+declare_needs(BACKBONE_ID, lambda choice: Needs(weights=(BACKBONE_ID,) if pretrained(choice, BACKBONE_ID) else ()))

@@ -18,7 +18,8 @@ from torch import nn
 from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
-from metrics.backbones.base import Backbone, WeightsChoice, pick_device, register_backbone, to_device
+from metrics.backbones.base import (Backbone, declare_needs, Needs, pick_device,
+                                    pretrained, register_backbone, to_device, WeightsChoice)
 
 
 # ------------------------------------------------------------------------------------------ frontend
@@ -304,3 +305,6 @@ def build(choice: WeightsChoice) -> Backbone:
     model = model.to(device)
     return Backbone("vggish", {"embedding": 128}, provenance, lambda x: {"embedding": embed(model, x)},
                     device, embed_tensors=lambda x: {"embedding": forward(model, x)})
+
+
+declare_needs("vggish", lambda choice: Needs(weights=("vggish",) if pretrained(choice, "vggish") else ()))
