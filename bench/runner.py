@@ -131,9 +131,9 @@ def _generate(generator, request: GenerationRequest) -> list:
 
 
 def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path | None, out_dir: Path,
-                  progress: bool, executor=None) -> tuple[object, dict]:
+                  progress: bool, executor=None, work_dir: Path | None = None) -> tuple[object, dict]:
     """Generate (or take from the cache) every sample of a cell; return the generated set and a summary."""
-    context = GeneratorContext(reference, cell.resampler, log_dir=out_dir / "logs")
+    context = GeneratorContext(reference, cell.resampler, log_dir=out_dir / "logs", work_dir=work_dir)
     generator = build_generator(cell.generator, cell.checkpoint, context)
     # generators whose checkpoint is a folder or a hub repo id say what identifies it (`checkpoint_sha256`)
     ckpt_hash = getattr(generator, "checkpoint_sha256", None) or (
@@ -253,7 +253,7 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
             pass  # unreadable or foreign: recompute and overwrite
     # Generated audio lives in the same cache root as embeddings, so one override bypasses both.
     generated, gen = generate_cell(cell, prompts, reference, score_options.cache_root, cell_dir, options.progress,
-                                   score_options.executor)
+                                   score_options.executor, suite.base_dir)
     t0 = time.perf_counter()
     results = score(suite.metrics, generated, reference, score_options)
     score_seconds = time.perf_counter() - t0

@@ -25,6 +25,7 @@ import torch
 
 from bench.core.errors import CheckpointError, ConfigError
 from bench.core.extras import require
+from bench.core.weights import folder_fingerprint
 from generators.audioldm2_tiny import build_tiny_pipeline, import_diffusers
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_seed)
@@ -115,19 +116,6 @@ def _check_layout(folder: Path, checkpoint: str) -> None:
     if lm != "GPT2LMHeadModel":  # the pipeline drives a GPT-2 head; older snapshots stored GPT2Model
         raise CheckpointError(f"audioldm2 checkpoint {checkpoint}: language_model is {lm!r}, this diffusers "
                               "version needs 'GPT2LMHeadModel'; re-download a current revision of the repo")
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """sha256 over (relative path, content id) of every file. HF cache files are symlinks into blobs/
-    named by their content hash, so those are not re-read; plain files are hashed (memoized)."""
-    from bench.core.weights import sha256_file
-
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".sha256.json")):
-        real = path.resolve()
-        content = f"blob:{real.name}" if real.parent.name == "blobs" else sha256_file(real)
-        h.update(f"{path.relative_to(folder).as_posix()}\t{content}\n".encode())
-    return h.hexdigest()
 
 
 def _candidate_generator(seed: int, prompt_index: int, sample_index: int, candidate: int) -> torch.Generator:

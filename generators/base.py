@@ -128,6 +128,7 @@ class GeneratorContext:
     reference: object | None = None  # bench.core.clipsets.ClipSet, for generators that read reference audio
     resampler: str = "soxr-vhq"
     log_dir: Path | None = None  # where a generator keeps what it wants the results folder to hold (logs)
+    work_dir: Path | None = None  # the suite's folder: where a user's command runs
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ GeneratorFactory = Callable[[str | None, GeneratorContext], Generator]
 # name -> (factory, one-line summary); plugins: entry-point group "bench.generators".
 GENERATORS = Registry("generator", ("generators.baselines", "generators.archisound",
                                     "generators.audioldm2", "generators.dac_resynthesis", "generators.discodiff",
-                                    "generators.diffsound", "generators.srcgaudio", "generators.files"),
+                                    "generators.diffsound", "generators.srcgaudio", "generators.files",
+                                    "generators.command"),
                       "bench.generators")
 
 

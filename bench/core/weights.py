@@ -96,6 +96,17 @@ def sha256_file(path: Path) -> str:
     return digest
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over (relative path, content id) of every file. HF cache files are symlinks into blobs/
+    named by their content hash, so those are not re-read; plain files are hashed (memoized)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".sha256.json")):
+        real = path.resolve()
+        content = f"blob:{real.name}" if real.parent.name == "blobs" else sha256_file(real)
+        h.update(f"{path.relative_to(folder).as_posix()}\t{content}\n".encode())
+    return h.hexdigest()
+
+
 def hash_matches(card: WeightsCard, digest: str) -> bool | None:
     """True/False against the published hash, None when nothing is published."""
     if card.sha256:
