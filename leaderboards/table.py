@@ -150,7 +150,7 @@ def _cell_value(record: RunRecord, field: str):
     if field == "label" and record.generator_untrained:
         return f"{value} (untrained)"
     if field == "sample_rate" and value is None:  # audio taken at its own rate: show it when it is one rate
-        rates = (record.get("generation") or {}).get("output_sample_rates") or []
+        rates = record.generation.get("output_sample_rates") or []
         return rates[0] if len(rates) == 1 else None
     return value
 

@@ -1,5 +1,4 @@
 """The user's own inference command and Python factory as suite cells."""
-import json
 import re
 import sys
 from pathlib import Path
@@ -71,14 +70,14 @@ def test_command_and_factory_cells(tmp_path, cache_dir, monkeypatch, capsys):
     assert main(["run", str(tmp_path / "suite.toml"), "--out", str(out), "--quiet", "--no-tracking"]) == 2
     err = capsys.readouterr().err
     assert "broken" in err and "exited with status 3" in err and "boom: no GPU" in err  # its stderr, quoted
-    records = {r["cell"]["label"]: r for r in load_records(out)}
+    records = {r.label: r for r in load_records(out)}
     assert set(records) == {"mine", "tone"}  # the failing cell did not stop the others
     mine = records["mine"]
-    assert mine["generation"]["native_sample_rates"] == [22050] and mine["generation"]["resampled_with"] == ["soxr-vhq"]
-    assert mine["cell"]["options"]["command"].startswith(sys.executable)
+    assert mine.generation["native_sample_rates"] == [22050] and mine.generation["resampled_with"] == ["soxr-vhq"]
+    assert mine.cell["options"]["command"].startswith(sys.executable)
     logs = list((out / "cells").glob("mine_*/logs/batch-000000.stdout.log"))
     assert len(logs) == 1 and "steps 3" in logs[0].read_text()
-    assert records["tone"]["generation"]["n_clips"] == 4 and records["tone"]["metrics"][0]["value"] > 0
+    assert records["tone"].generation["n_clips"] == 4 and records["tone"].metrics[0]["value"] > 0
     assert (tmp_path / "calls.txt").read_text().count("call") == 1
 
     # A rerun (even --force) takes the command's outputs from the cache: it is not run again.
