@@ -72,8 +72,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from bench.core.cache import atomic_write_json, stable_hash
+    import time
+
     from bench.core.clip_sources import open_clip_set
+    from bench.core.records import write_record
+    from bench.preflight import PreflightReport, check_backbones, check_pairing
+    from bench.score_record import score_record
     from bench.scoring import score
     from metrics.inputs import ScoreOptions
 
@@ -83,14 +87,22 @@ def cmd_score(args) -> int:
     generated = open_clip_set(args.generated, Path.cwd())
     # Reference-free metrics (IS) need none; score() names the metrics that do when it is missing.
     reference = open_clip_set(args.reference, Path.cwd()) if args.reference else None
+    # Before any embedding: every missing weights file, and ids that a paired metric cannot pair.
+    report = PreflightReport(check_backbones(args.metric, options.weights))
+    if reference is not None:
+        report.problems += check_pairing(args.metric, [c.id for c in generated.clips],
+                                         [c.id for c in reference.clips], args.pairing,
+                                         f"{generated.source} vs {reference.source}")
+    report.raise_if_problems("bench score")
+    t0 = time.perf_counter()
     results = score(args.metric, generated, reference, options)
-    record = {"schema": "bench.score-record/1", "generated": generated.describe(),
-              "reference": reference.describe() if reference else None, "metrics": results}
-    out = Path(args.out) if args.out else Path("bench-results") / "score" / f"{stable_hash(record)[:16]}.json"
-    atomic_write_json(out, record)
+    record = score_record(generated, reference, results, args.label, args.pairing, time.perf_counter() - t0)
+    out = Path(args.out) if args.out else Path("bench-results") / "score" / "records" / f"{record.cell_id}.json"
+    write_record(out, record)
+    tracked = _track_score(record, out, args)
     if args.format == "json":
-        print(json.dumps(record, indent=2))
-        return 0
+        print(json.dumps(record.to_dict(), indent=2))
+        return tracked
     for r in results:
         ci = f"  {r['ci']['level']:.0%} CI [{r['ci']['low']:.4f}, {r['ci']['high']:.4f}]" if r["ci"] else ""
         backbone = (f"UNTRAINED {r['backbone']['backbone']} (seed {r['backbone']['seed']})" if r["untrained"]
@@ -105,6 +117,25 @@ def cmd_score(args) -> int:
                 print(f"  note: {role}: {flags['silent_clips']['count']} silent clip(s) scored and flagged, "
                       f"{flags['clips_without_embeddings']['count']} clip(s) too short to yield an embedding")
     print(f"record: {out}")
+    return tracked
+
+
+def _track_score(record, out: Path, args) -> int:
+    """Log a score record to MLflow when asked (exit 3 if MLflow cannot take it: the record stays on disk)."""
+    if not (args.tracking_uri or args.experiment):
+        return 0
+    from bench.core.mlflow_store import results_store_uri
+    from bench.sync import track
+    from bench.tracking import TrackingError
+
+    # records live in RESULTS/records/: the tracking sidecar goes next to them, as for `bench run`
+    results_dir = out.parent.parent if out.parent.name == "records" else out.parent
+    try:
+        track(record, args.tracking_uri or results_store_uri(results_dir), args.experiment or "bench-score",
+              results_dir)
+    except TrackingError as exc:
+        print(f"error: {exc}; the record is kept, push it later with `bench sync {results_dir}`", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -218,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--batch-size", type=int, default=32, help="backbone batch size")
     sc.add_argument("--workers", type=int, default=2, help="decoding threads")
     sc.add_argument("--format", choices=("text", "json"), default="text")
-    sc.add_argument("--out", help="where to write the JSON record (default: bench-results/score/HASH.json)")
+    sc.add_argument("--label", help="model name in tables and MLflow (default: the --generated folder's name)")
+    sc.add_argument("--out", help="where to write the RunRecord (default: bench-results/score/records/CELL.json, "
+                    "so `bench leaderboard --records bench-results/score` and `bench sync` find it)")
+    sc.add_argument("--tracking-uri", help="log the record to this MLflow tracking URI")
+    sc.add_argument("--experiment", help="MLflow experiment (default: bench-score; alone: the sqlite store next to "
+                    "the records)")
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=cmd_score)
 

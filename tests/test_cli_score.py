@@ -32,7 +32,8 @@ def test_score_text_output_and_record(dirs, tmp_path, cache_dir, capsys):
     assert [m["key"] for m in record["metrics"]] == ["fad-vggish@audioldm[untrained]",
                                                      "fad-vggish@google[untrained]"]
     assert record["metrics"][0]["backbone"]["seed"] == 3
-    assert record["reference"]["kind"] == "directory" and record["generated"]["n_clips"] == 5
+    assert record["reference"]["kind"] == "directory" and record["generation"]["n_clips"] == 5
+    assert record["schema"] == "bench.run-record/2" and record["cell"]["generator"] == "files"
 
 
 def test_score_json_format_is_machine_readable(dirs, tmp_path, cache_dir, capsys):
