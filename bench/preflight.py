@@ -104,7 +104,7 @@ def check_checkpoint(generator: str, checkpoint: str) -> str | None:
     if checkpoint.startswith("training:"):  # trained by the suite itself before generation
         return None
     if checkpoint.startswith("hf://"):
-        from generators.audioldm2 import fetch_instruction, hf_cache_dir
+        from generators.diffusers_audio import fetch_instruction, hf_cache_dir
         from huggingface_hub import snapshot_download
 
         repo = checkpoint[len("hf://"):]

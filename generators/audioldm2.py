@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,10 @@ import torch
 
 from bench.core.errors import CheckpointError, ConfigError
 from bench.core.extras import require
-from bench.core.weights import folder_fingerprint
 from generators.audioldm2_tiny import build_tiny_pipeline, import_diffusers
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_seed)
+from generators.diffusers_audio import pipeline_folder
 
 NATIVE_RATE = 16000
 KNOWN_REPOS = {
@@ -39,65 +38,20 @@ KNOWN_REPOS = {
 DEFAULT_STEPS = 200  # the paper's and the pipeline's default
 DEFAULT_GUIDANCE = 3.5
 OPTIONS = {"eta", "negative_prompt", "rerank_candidates"}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def hf_cache_dir() -> Path:
-    """The HF hub cache as the environment says now (huggingface_hub reads it once at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return Path(HF_HUB_CACHE)
-
-
-def fetch_instruction(repo: str) -> str:
-    return (f"fetch it once with network access: `hf download {repo}` (or `huggingface-cli download {repo}`, or "
-            f"AudioLDM2Pipeline.from_pretrained({repo!r}) in Python); it lands in the HF cache "
-            f"{hf_cache_dir()} (set HF_HOME to move it)")
-
-
-def _repo_id(checkpoint: str) -> str | None:
-    name = checkpoint[len("hf://"):] if checkpoint.startswith("hf://") else checkpoint
-    if checkpoint.startswith("hf://") or (_REPO_ID.match(name) and not Path(checkpoint).exists()):
-        return name
-    return None
 
 
 def load_pipeline(checkpoint: str):
-    """(pipeline, provenance) from a local folder or a repo id in the local HF cache."""
+    """(pipeline, provenance) from a local folder or a repo id in the local HF cache (resolved like every
+    diffusers pipeline, generators.diffusers_audio), after checking it is an AudioLDM 2 layout."""
     diffusers = import_diffusers()
-    repo = _repo_id(checkpoint)
-    if repo is None:
-        folder = Path(checkpoint).expanduser()
-        if not (folder / "model_index.json").is_file():
-            what = "is not a folder" if not folder.is_dir() else "has no model_index.json"
-            raise CheckpointError(f"audioldm2 checkpoint {checkpoint}: {what}; give a folder written by "
-                                  f"AudioLDM2Pipeline.save_pretrained or a repo id such as cvssp/audioldm2")
-        source, where = "local folder", folder
-    else:
-        if not _REPO_ID.match(repo):
-            raise CheckpointError(f"audioldm2 checkpoint {checkpoint!r} is neither a folder nor a repo id "
-                                  "(owner/name); known repos: " + ", ".join(KNOWN_REPOS))
-        from huggingface_hub import snapshot_download
-
-        try:  # local_files_only: never the network, whatever HF_HUB_OFFLINE says
-            where = Path(snapshot_download(repo, cache_dir=hf_cache_dir(), local_files_only=True))
-        except Exception as exc:  # huggingface_hub raises LocalEntryNotFoundError / OSError subclasses
-            raise CheckpointError(f"audioldm2 checkpoint {repo!r} is not in the local HF cache "
-                                  f"({type(exc).__name__}); {fetch_instruction(repo)}") from exc
-        source = "hf cache"
+    where, provenance = pipeline_folder(checkpoint, "audioldm2")
     _check_layout(where, checkpoint)
     try:
         pipe = diffusers.AudioLDM2Pipeline.from_pretrained(str(where), local_files_only=True)
     except Exception as exc:
         raise CheckpointError(f"audioldm2 checkpoint {checkpoint} ({where}) cannot be loaded as an "
                               f"AudioLDM2Pipeline: {type(exc).__name__}: {exc}") from exc
-    return pipe, {"checkpoint": checkpoint, "source": source, "path": str(where),
-                  "revision": where.name if source == "hf cache" else None,
-                  "checkpoint_sha256": folder_fingerprint(where)}
+    return pipe, provenance
 
 
 def _check_layout(folder: Path, checkpoint: str) -> None:

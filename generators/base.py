@@ -163,7 +163,7 @@ GeneratorFactory = Callable[[str | None, GeneratorContext], Generator]
 GENERATORS = Registry("generator", ("generators.baselines", "generators.archisound",
                                     "generators.audioldm2", "generators.dac_resynthesis", "generators.discodiff",
                                     "generators.diffsound", "generators.srcgaudio", "generators.files",
-                                    "generators.command"),
+                                    "generators.command", "generators.diffusers_audio", "generators.musicgen"),
                       "bench.generators")
 
 
