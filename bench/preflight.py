@@ -8,6 +8,9 @@ built or decoded, so a broken suite fails in seconds instead of after hours of g
 """
 from __future__ import annotations
 
+import functools
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +59,20 @@ def check_weights_card(name: str, choice: WeightsChoice) -> str | None:
     return None
 
 
+@functools.cache
+def _hub_reachable() -> bool:
+    """One quick probe: huggingface_hub retries an unreachable Hub for about 20 s per file."""
+    from huggingface_hub.constants import ENDPOINT
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(ENDPOINT, method="HEAD"), timeout=5)
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
 def check_hf_file(repo: str, filename: str, allow_download: bool) -> str | None:
     """None when the Hugging Face cache has repo/filename (or it was just downloaded), else the problem."""
     import huggingface_hub
@@ -64,7 +81,9 @@ def check_hf_file(repo: str, filename: str, allow_download: bool) -> str | None:
     if isinstance(found, str) and Path(found).is_file():
         return None
     reason = "downloads are off (HF_HUB_OFFLINE / BENCH_OFFLINE / --offline)"
-    if allow_download:
+    if allow_download and not _hub_reachable():
+        reason = "the Hugging Face Hub is unreachable from here"
+    elif allow_download:
         try:
             huggingface_hub.hf_hub_download(repo, filename)
             return None
