@@ -404,7 +404,8 @@ def test_cli_scores_is_without_a_reference(untrained16, tmp_path, cache_dir, cap
     text = capsys.readouterr().out
     assert "is-panns@audioldm[untrained]:" in text and "10 generated clips;" in text
     record = json.loads(out.read_text())
-    assert record["reference"] is None and record["metrics"][0]["details"]["shuffle_seed"] == 2020
+    assert record["reference"]["kind"] == "none" and record["reference"]["n_clips"] == 0  # no reference set
+    assert record["metrics"][0]["reference"] is None and record["metrics"][0]["details"]["shuffle_seed"] == 2020
     assert main(["score", "--metric", "kl-panns@audioldm", "--generated", str(gen), "--weights", "untrained",
                  "--quiet"]) == 2
     assert "give --reference" in capsys.readouterr().err
