@@ -22,10 +22,13 @@ _SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
 
 def _installed(package: str) -> bool:
     import importlib.util
+    import sys
 
+    if package in sys.modules:  # imported already (or blocked: None)
+        return sys.modules[package] is not None
     try:
         return importlib.util.find_spec(package) is not None
-    except (ValueError, AttributeError):  # in sys.modules as None: treated as absent
+    except (ValueError, AttributeError):
         return False
 
 
