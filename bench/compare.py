@@ -32,8 +32,7 @@ from bench.cli_args import add_weights_arguments
 from bench.core.clipsets import ClipSet
 from bench.core.clip_sources import open_clip_set
 from bench.core.errors import BenchError, ConfigError
-from bench.core.records import SCHEMA as RUN_RECORD_SCHEMA
-from bench.core.records import RunRecord
+from bench.core.records import RunRecord, read_record
 from bench.scoring import embed_captions, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.frechet import StackedClips
@@ -42,8 +41,6 @@ from metrics.kad import KADStats
 from metrics.registry import MetricDef, get_metric
 
 SCHEMA = "bench.compare/1"
-SCORE_SCHEMA = "bench.score-record/1"
-SCHEMA_NAMES = f"{RUN_RECORD_SCHEMA!r} or {SCORE_SCHEMA!r}"
 _SYNTHETIC_PARAMS = {"n_clips": int, "sample_rate": int, "duration_s": float, "seed": int}
 _REPRODUCED_RTOL = 1e-6
 CI_METHOD = ("bias-shifted percentile bootstrap of A - B (quantiles of the resampled differences minus their "
@@ -71,22 +68,8 @@ class CompareOptions:
 
 # ------------------------------------------------------------------------------------------- records
 
-def read_result_record(path: Path) -> dict:
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{path}: not a readable JSON record ({exc})") from exc
-    if isinstance(record, dict) and record.get("schema") == SCORE_SCHEMA:
-        return record
-    if isinstance(record, dict) and str(record.get("schema")).startswith("bench.run-record/"):
-        return RunRecord.from_dict(record, str(path)).to_dict()  # older versions upgraded
-    raise BenchError(f"{path}: not a RunRecord or `bench score` record (schema {SCHEMA_NAMES})")
-
-
-def record_label(record: dict) -> str:
-    if record["schema"] != SCORE_SCHEMA:
-        return f"{record['cell']['label']} (cell {record['cell_id']})"
-    return f"{record['generated']['name']} ({record['generated']['source']})"
+def record_label(record: RunRecord) -> str:
+    return f"{record.label} (cell {record.cell_id})"
 
 
 def _card(result: dict) -> dict:
@@ -338,9 +321,9 @@ def compare_metric(metric: MetricDef, ra: dict, rb: dict, path_a: Path, path_b: 
 
 def compare_records(path_a: Path, path_b: Path, options: CompareOptions) -> dict:
     path_a, path_b = Path(path_a), Path(path_b)
-    rec_a, rec_b = read_result_record(path_a), read_result_record(path_b)
-    by_a = {r["metric"]: r for r in rec_a["metrics"]}
-    by_b = {r["metric"]: r for r in rec_b["metrics"]}
+    rec_a, rec_b = read_record(path_a), read_record(path_b)
+    by_a = {r["metric"]: r for r in rec_a.metrics}
+    by_b = {r["metric"]: r for r in rec_b.metrics}
     for m in options.metrics:
         missing = [side for side, by in (("A", by_a), ("B", by_b)) if m not in by]
         if missing:

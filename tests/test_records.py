@@ -53,3 +53,17 @@ def test_foreign_and_incomplete_documents_are_refused(tmp_path):
     path.write_text("{not json")
     with pytest.raises(BenchError, match="not a readable RunRecord"):
         read_record(path)
+
+
+def test_bench_score_records_from_before_run_records_are_read_as_files_cells(tmp_path):
+    old = {"schema": "bench.score-record/1",
+           "generated": {"name": "gen", "kind": "folder", "source": "/data/gen", "fingerprint": "g" * 64},
+           "reference": {"name": "ref", "kind": "folder", "source": "/data/ref", "fingerprint": "r" * 64},
+           "metrics": [_v1_record()["metrics"][1]]}
+    path = tmp_path / "score.json"
+    path.write_text(json.dumps(old))
+    record = read_record(path)
+    assert record.schema == SCHEMA and record.generator == "files" and record.label == "gen"
+    assert record.cell["checkpoint"] == "/data/gen" and record.reference["fingerprint"] == "r" * 64
+    assert record.suite["path"] is None and record.result("fad-vggish@audioldm")["precision"] == 3
+    assert read_record(path) == record  # the same identity every time it is read

@@ -9,7 +9,7 @@ import json
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-from bench.core.cache import atomic_write_json
+from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.errors import BenchError
 
 SCHEMA = "bench.run-record/2"
@@ -85,7 +85,29 @@ def _upgrade_v1(data: dict) -> dict:
     return {**data, "schema": SCHEMA, "metrics": metrics}
 
 
-_UPGRADES = {"bench.run-record/1": _upgrade_v1, SCHEMA: lambda data: data}
+def _upgrade_score_v1(data: dict) -> dict:
+    """A `bench score` record from before score results were RunRecords: its generated set becomes the
+    cell of a `files` generator with no suite, as `bench score` writes it now."""
+    generated = data.get("generated") or {}
+    reference = data.get("reference") or {"name": "none", "kind": "none", "source": "none", "n_clips": 0,
+                                          "fingerprint": "none"}
+    digest = stable_hash({"generated": generated.get("fingerprint"), "reference": reference.get("fingerprint"),
+                          "metrics": [r.get("key") for r in data.get("metrics", [])]})
+    label = generated.get("name") or "generated"
+    cell = {"generator": "files", "label": label, "checkpoint": generated.get("source"), "seed": None,
+            "steps": None, "guidance": None, "sample_rate": None, "duration_s": None, "samples_per_prompt": 1,
+            "resampler": "soxr-vhq"}
+    upgraded = _upgrade_v1({**data, "metrics": data.get("metrics", [])})
+    return {**upgraded, "suite": {"name": "bench score", "path": None, "hash": digest},
+            "cell_id": f"{label}_{digest[:8]}", "cell_hash": digest, "cell": cell,
+            "generation": {"checkpoint_sha256": generated.get("fingerprint"), "untrained": False,
+                           "source": generated, "generated_dir": generated.get("source")},
+            "reference": reference, "untrained": any(r.get("untrained") for r in upgraded["metrics"]),
+            "git_revision": None, "versions": {}, "timing": {}}
+
+
+_UPGRADES = {"bench.run-record/1": _upgrade_v1, "bench.score-record/1": _upgrade_score_v1,
+             SCHEMA: lambda data: data}
 
 
 def write_record(path: Path, record: RunRecord) -> None:
