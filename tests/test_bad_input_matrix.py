@@ -146,7 +146,7 @@ def test_other_manifest_columns_are_a_recorded_note(env):
                                  '{"id": "b", "path": "ok.wav"}\n')
     assert _score(d / "gen.jsonl", env["ref"], env["results"] / "noted.json") == 0
     record = json.loads((env["results"] / "noted.json").read_text())
-    assert record["generated"]["notes"] == ["columns kept but not interpreted: mood, speaker"]
+    assert record["generation"]["source"]["notes"] == ["columns kept but not interpreted: mood, speaker"]
 
 
 # ------------------------------------------------------------------ rows: checkpoints and names
