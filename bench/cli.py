@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   bench run my_suite.toml --tracking-uri http://127.0.0.1:5000
   bench score --metric fad-vggish@audioldm --generated gen_wavs/ --reference refs.jsonl
   bench score --metric fad-vggish@google --generated gen/ --reference ref/ --checkpoint vggish=vggish.pth
+  bench score --metric fd --metric kad --generated gen_emb.npy --reference ref_emb.npz
   bench weights list | bench weights fetch vggish | bench weights verify
   bench list
   bench compare RESULTS/records/a.json RESULTS/records/b.json --bootstrap 1000
@@ -76,48 +77,53 @@ def cmd_score(args) -> int:
 
     from bench.core.clip_sources import open_clip_set
     from bench.core.records import write_record
+    from bench.embedding_files import is_embedding_file, score_embeddings
     from bench.preflight import PreflightReport, check_backbones, check_pairing
-    from bench.score_record import score_record
-    from bench.scoring import score
+    from bench.score_record import audio_layout, score_record
+    from bench.scoring import ScoringFailed, score
     from metrics.inputs import ScoreOptions
 
     options = ScoreOptions(weights=weights_choice(args), cache_root=cache_root(args), batch_size=args.batch_size,
                            workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
                            progress=not args.quiet and args.format != "json", pairing=args.pairing)
-    generated = open_clip_set(args.generated, Path.cwd())
-    # Reference-free metrics (IS) need none; score() names the metrics that do when it is missing.
-    reference = open_clip_set(args.reference, Path.cwd()) if args.reference else None
-    # Before any embedding: every missing weights file, and ids that a paired metric cannot pair.
-    report = PreflightReport(check_backbones(args.metric, options.weights))
-    if reference is not None:
-        report.problems += check_pairing(args.metric, [c.id for c in generated.clips],
-                                         [c.id for c in reference.clips], args.pairing,
-                                         f"{generated.source} vs {reference.source}")
-    report.raise_if_problems("bench score")
+    failures = []
     t0 = time.perf_counter()
-    results = score(args.metric, generated, reference, options)
-    record = score_record(generated, reference, results, args.label, args.pairing, time.perf_counter() - t0)
-    out = Path(args.out) if args.out else Path("bench-results") / "score" / "records" / f"{record.cell_id}.json"
-    write_record(out, record)
-    tracked = _track_score(record, out, args)
-    if args.format == "json":
-        print(json.dumps(record.to_dict(), indent=2))
-        return tracked
-    for r in results:
-        ci = f"  {r['ci']['level']:.0%} CI [{r['ci']['low']:.4f}, {r['ci']['high']:.4f}]" if r["ci"] else ""
-        backbone = (f"UNTRAINED {r['backbone']['backbone']} (seed {r['backbone']['seed']})" if r["untrained"]
-                    else f"{r['backbone']['file']} sha256 {r['backbone']['sha256'][:12]}")
-        print(f"{r['key']}: {r['value']:.4f}{ci}")
-        against = f" vs {r['reference']['n_clips']} reference" if r["reference"] else ""
-        print(f"  {r['generated']['n_clips']} generated{against} clips; "
-              f"protocol {r['protocol']['id']} v{r['protocol']['version']}; {backbone}")
-        for role in [role for role in ("generated", "reference") if r[role]]:
-            flags = r[role]
-            if flags["silent_clips"]["count"] or flags["clips_without_embeddings"]["count"]:
-                print(f"  note: {role}: {flags['silent_clips']['count']} silent clip(s) scored and flagged, "
-                      f"{flags['clips_without_embeddings']['count']} clip(s) too short to yield an embedding")
-    print(f"record: {out}")
-    return tracked
+    if is_embedding_file(args.generated):
+        results, gen_info, ref_info = score_embeddings(args.metric, args.generated, args.reference, options)
+        layout = None
+    else:
+        generated = open_clip_set(args.generated, Path.cwd())
+        # Reference-free metrics (IS) need none; score() names the metrics that do when it is missing.
+        reference = open_clip_set(args.reference, Path.cwd()) if args.reference else None
+        # Before any embedding: every missing weights file, and ids that a paired metric cannot pair.
+        report = PreflightReport(check_backbones(args.metric, options.weights))
+        if reference is not None:
+            report.problems += check_pairing(args.metric, [c.id for c in generated.clips],
+                                             [c.id for c in reference.clips], args.pairing,
+                                             f"{generated.source} vs {reference.source}")
+        report.raise_if_problems("bench score")
+        gen_info, ref_info = generated.describe(), reference.describe() if reference else None
+        layout = audio_layout(generated)
+        try:
+            results = score(args.metric, generated, reference, options)
+        except ScoringFailed as exc:  # the metrics that worked are kept, printed and recorded
+            results, failures = exc.results, exc.failures
+    tracked = 0
+    if results:  # nothing computed, nothing to keep: only the errors below
+        record = score_record(gen_info, ref_info, results, args.label, args.pairing, time.perf_counter() - t0,
+                              layout, failures)
+        out = Path(args.out) if args.out else Path("bench-results") / "score" / "records" / f"{record.cell_id}.json"
+        write_record(out, record)
+        tracked = _track_score(record, out, args)
+        if args.format == "json":
+            print(json.dumps(record.to_dict(), indent=2))
+        else:
+            for r in results:
+                print_result(r)
+            print(f"record: {out}")
+    for f in failures:
+        print(f"error: {f['metric']}: {f['error']}", file=sys.stderr)
+    return 2 if failures else tracked
 
 
 def _track_score(record, out: Path, args) -> int:
@@ -137,6 +143,52 @@ def _track_score(record, out: Path, args) -> int:
         print(f"error: {exc}; the record is kept, push it later with `bench sync {results_dir}`", file=sys.stderr)
         return 3
     return 0
+
+
+def _backbone_text(r: dict) -> str:
+    b = r["backbone"]
+    if r["untrained"]:
+        return f"UNTRAINED {b['backbone']} (seed {b['seed']})"
+    if b.get("weights") == "none":
+        return f"precomputed embeddings (sha256 {b['generated_sha256'][:12]} vs {b['reference_sha256'][:12]})"
+    text = f"{b['file']} sha256 {b['sha256'][:12]}"
+    return f"LOCAL UNVERIFIED checkpoint {text} ({b.get('note')})" if r.get("unverified") else text
+
+
+def print_result(r: dict) -> None:
+    """One metric's result as text: the value as the published toolkits print it (IS with its std over
+    splits, KL with its direction), its interval and what it covers, the noise floor, warnings."""
+    details = r.get("details") or {}
+    extra = ""
+    if "std_over_splits" in details:
+        extra = f" ± {details['std_over_splits']:.4f} (std over {details['splits']} splits)"
+    elif "direction" in details:
+        extra = f"  {details['direction']}"
+    print(f"{r['key']}: {r['value']:.4f}{extra}")
+    ci = r.get("ci")
+    if ci:
+        corrected = (f"; bias-corrected estimate {ci['bias_corrected']:.4f}"
+                     if ci.get("bias_corrected") is not None else "")
+        print(f"  {ci['level']:.0%} CI [{ci['low']:.4f}, {ci['high']:.4f}]{corrected}")
+        print(f"  the interval covers {ci.get('covers', '(not recorded)')}")
+    floor = r.get("noise_floor")
+    if floor and floor.get("mean") is not None:
+        print(f"  noise floor {floor['mean']:.4f} ± {floor['std']:.4f} (reference half vs half, {floor['splits']} "
+              f"splits of {floor['set_sizes'][0]} vs {floor['set_sizes'][1]} clips): what a perfect generator scores")
+    elif floor:
+        print(f"  noise floor: none ({floor.get('reason')})")
+    against = f" vs {r['reference']['n_clips']} reference" if r["reference"] else ""
+    print(f"  {r['generated']['n_clips']} generated{against} clips; "
+          f"protocol {r['protocol']['id']} v{r['protocol']['version']}; {_backbone_text(r)}")
+    if r.get("degenerate"):
+        print(f"  DEGENERATE: {r['degenerate']}")
+    for warning in r.get("warnings") or []:
+        print(f"  warning: {warning}")
+    for role in [role for role in ("generated", "reference") if r[role]]:
+        flags = r[role]
+        if flags["silent_clips"]["count"] or flags["clips_without_embeddings"]["count"]:
+            print(f"  note: {role}: {flags['silent_clips']['count']} silent clip(s) scored and flagged, "
+                  f"{flags['clips_without_embeddings']['count']} clip(s) too short to yield an embedding")
 
 
 def cmd_weights(args) -> int:
@@ -237,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score existing audio (directory or manifest) against a reference")
     sc.add_argument("--metric", action="append", required=True, help="metric id NAME@PROTOCOL (repeatable)")
-    sc.add_argument("--generated", required=True, help="directory of audio, or .jsonl/.csv manifest")
+    sc.add_argument("--generated", required=True, help="directory of audio, or .jsonl/.csv manifest; or a "
+                    ".npy/.npz [n, d] array of precomputed embeddings (then --metric fd, kad or fd-inf)")
     sc.add_argument("--reference", help="directory, manifest, or builtin:synthetic (not needed by "
-                    "reference-free metrics such as IS)")
+                    "reference-free metrics such as IS); a .npy/.npz with embedding files")
     sc.add_argument("--pairing", choices=("strict", "audioldm-99"), default="strict",
                     help="paired metrics (KL): every id must pair (strict), or audioldm_eval's rule: pair "
                     "the matching ids when more than 99%% of reference ids match (audioldm-99)")

@@ -12,7 +12,9 @@ difference metric(A) - metric(B) is bootstrapped:
   per resample and shared by A and B;
 - independent, when the prompt sets differ: A's and B's prompts are drawn separately (the reference
   draw is still shared).
-The interval is the bias-shifted percentile interval of metrics.bootstrap; the verdict says which
+The interval is the basic (bias-corrected) bootstrap interval, as metrics.bootstrap: it covers the
+difference of the POPULATION values (the FD bias of each side is corrected, not assumed to cancel); the
+verdict says which
 record is better when the interval excludes 0 (using the metric's direction), else "no significant
 difference at <level>".
 """
@@ -36,15 +38,16 @@ from bench.core.records import RunRecord, read_record
 from bench.scoring import embed_captions, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.frechet import StackedClips
-from metrics.inputs import ScoreOptions, SetEmbeddings
+from metrics.inputs import ScoreOptions, SetEmbeddings, without_sample_suffix
 from metrics.kad import KADStats
 from metrics.registry import MetricDef, get_metric
 
 SCHEMA = "bench.compare/1"
 _SYNTHETIC_PARAMS = {"n_clips": int, "sample_rate": int, "duration_s": float, "seed": int}
 _REPRODUCED_RTOL = 1e-6
-CI_METHOD = ("bias-shifted percentile bootstrap of A - B (quantiles of the resampled differences minus their "
-             "mean's offset from the full-set difference, as metrics.bootstrap); what is resampled: see `resampling`")
+CI_METHOD = ("basic (bias-corrected) bootstrap of A - B: [2 d - q(1 - a/2), 2 d - q(a/2)] over the resampled "
+             "differences, as metrics.bootstrap; what is resampled: see `resampling`")
+CI_COVERS = "the difference between A's and B's population values of the metric"
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def reopen_set(summary: dict, record_path: Path, role: str) -> ClipSet:
 # ------------------------------------------------------------------------------------------- resampling
 
 def prompt_of(clip_id: str) -> str:
-    return clip_id.split("#")[0]
+    return without_sample_suffix(clip_id)
 
 
 class PromptDraws:
@@ -299,7 +302,8 @@ def compare_metric(metric: MetricDef, ra: dict, rb: dict, path_a: Path, path_b: 
     diffs = np.asarray(diffs)
     bias = float(diffs.mean() - estimate)
     tail = (1.0 - options.level) / 2.0
-    low, high = (float(v) for v in np.quantile(diffs, [tail, 1.0 - tail]) - bias)
+    q_low, q_high = np.quantile(diffs, [tail, 1.0 - tail])
+    low, high = float(2.0 * estimate - q_high), float(2.0 * estimate - q_low)
 
     warnings = []
     for side, result, value in (("A", ra, value_a), ("B", rb, value_b)):
@@ -313,8 +317,8 @@ def compare_metric(metric: MetricDef, ra: dict, rb: dict, path_a: Path, path_b: 
             "b": {"recorded": rb["value"], "recomputed": value_b, "n_clips": len(gen_b.clip_ids)},
             "difference": estimate,
             "ci": {"low": low, "high": high, "level": options.level, "n_resamples": len(diffs),
-                   "seed": options.seed, "bias": bias,
-                   "method": CI_METHOD},
+                   "seed": options.seed, "bias": bias, "bias_corrected": estimate - bias,
+                   "method": CI_METHOD, "covers": CI_COVERS},
             "verdict": verdict(low, high, metric.direction, options.level),
             "resampling": draws.describe(), "warnings": warnings}
 

@@ -30,7 +30,7 @@ from bench.core.weights import sha256_file
 from bench.determinism import record_differences, relocate
 from bench.executors import Job, LocalExecutor, make_executor
 from bench.preflight import preflight_suite
-from bench.scoring import score
+from bench.scoring import ScoringFailed, score
 from bench.suite import Cell, Gate, Suite, suite_text
 from bench.sync import mark_unsynced, track
 from bench.tracking import SUITE_FILE, TrackingError, check_tracking
@@ -247,7 +247,7 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
     if record_path.exists() and not options.force:
         try:
             record = read_record(record_path)
-            if record.cell_hash == cell_hash:
+            if record.cell_hash == cell_hash and not record.failed_metrics:
                 return record
         except BenchError:
             pass  # unreadable or foreign: recompute and overwrite
@@ -255,7 +255,10 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
     generated, gen = generate_cell(cell, prompts, reference, score_options.cache_root, cell_dir, options.progress,
                                    score_options.executor, suite.base_dir)
     t0 = time.perf_counter()
-    results = score(suite.metrics, generated, reference, score_options)
+    try:
+        results, failures = score(suite.metrics, generated, reference, score_options), []
+    except ScoringFailed as exc:  # keep what was computed; the cell still reports an error
+        results, failures = exc.results, exc.failures
     score_seconds = time.perf_counter() - t0
     audio_seconds = sum(r["generated"]["total_duration_s"] for r in results[:1])
     record = RunRecord(
@@ -269,6 +272,7 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
         reference=reference.describe(),
         metrics=tuple(results),
         untrained=any(r["untrained"] for r in results),
+        failed_metrics=tuple(failures),
         git_revision=git_revision(),
         versions=library_versions(),
         timing={"generation_seconds": round(gen["seconds"], 4), "fresh_samples": gen["fresh_samples"],
@@ -279,6 +283,8 @@ def _run_cell(cell: Cell, suite: Suite, reference, prompts, score_options: Score
                 "scoring_seconds": round(score_seconds, 4)},
     )
     write_record(record_path, record)
+    if failures:
+        raise ScoringFailed(results, failures)
     return record
 
 

@@ -19,27 +19,28 @@ from bench.suite import Cell
 NO_REFERENCE = {"name": "none", "kind": "none", "source": "none", "n_clips": 0, "fingerprint": "none"}
 
 
-def score_cell(generated, label: str | None) -> Cell:
-    checkpoint = generated.source
+def score_cell(generated: dict, label: str | None) -> Cell:
+    checkpoint = generated["source"]
     return Cell(generator="files", label=label or Path(checkpoint).stem or "generated", checkpoint=checkpoint,
                 seed=None, steps=None, guidance=None, sample_rate=None, duration_s=None, samples_per_prompt=1,
                 resampler="soxr-vhq", batch_size=1)
 
 
-def _audio_layout(generated) -> dict:
-    """Rates and channels of the files, from their headers (synthetic sets have no files)."""
-    infos = [sf.info(str(c.path)) for c in generated.clips if c.path is not None]
+def audio_layout(clipset) -> dict:
+    """Rates and channels of a clip set's files, from their headers (synthetic sets have no files)."""
+    infos = [sf.info(str(c.path)) for c in clipset.clips if c.path is not None]
     return {"native_sample_rates": sorted({i.samplerate for i in infos}),
             "output_sample_rates": sorted({i.samplerate for i in infos}),
             "channels": sorted({i.channels for i in infos})}
 
 
-def score_record(generated, reference, results: list[dict], label: str | None, pairing: str,
-                 seconds: float) -> RunRecord:
+def score_record(generated: dict, reference: dict | None, results: list[dict], label: str | None, pairing: str,
+                 seconds: float, layout: dict | None = None, failed: list[dict] = ()) -> RunRecord:
+    """The record of one `bench score`: `generated`/`reference` are the sets' descriptions (clip sets' or
+    embedding files'), `layout` the audio's rates and channels, `failed` the metrics that could not run."""
     cell = score_cell(generated, label)
-    described = generated.describe()
-    ref = reference.describe() if reference is not None else NO_REFERENCE
-    inputs = {"generated": described["fingerprint"], "reference": ref["fingerprint"], "cell": cell.params(),
+    ref = reference if reference is not None else NO_REFERENCE
+    inputs = {"generated": generated["fingerprint"], "reference": ref["fingerprint"], "cell": cell.params(),
               "metrics": [(r["key"], r["protocol"]["id"], r["protocol"]["version"]) for r in results],
               "pairing": pairing}
     cell_hash = stable_hash(inputs)
@@ -49,9 +50,10 @@ def score_record(generated, reference, results: list[dict], label: str | None, p
         cell_id=cell.id,
         cell_hash=cell_hash,
         cell=cell.params(),
-        generation={"generator_version": "1", "checkpoint_sha256": described["fingerprint"],
-                    "n_prompts": None, "n_clips": len(generated), "resampled_with": [], "untrained": False,
-                    **_audio_layout(generated), "source": described, "generated_dir": generated.source},
+        generation={"generator_version": "1", "checkpoint_sha256": generated["fingerprint"],
+                    "n_prompts": None, "n_clips": generated.get("n_clips", generated.get("n_rows")),
+                    "resampled_with": [], "untrained": False, **(layout or {}), "source": generated,
+                    "generated_dir": generated["source"]},
         reference=ref,
         metrics=tuple(results),
         untrained=any(r["untrained"] for r in results),
@@ -59,4 +61,5 @@ def score_record(generated, reference, results: list[dict], label: str | None, p
         versions=library_versions(),
         timing={"generation_seconds": None, "fresh_samples": 0, "real_time_factor": None,
                 "scoring_seconds": round(seconds, 4)},
+        failed_metrics=tuple(failed),
     )

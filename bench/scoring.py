@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from bench.core.errors import AudioError, BenchError, ConfigError, doing
 from bench.core.versions import library_versions
 from bench.executors import Job, LocalExecutor
 from metrics.backbones.base import Backbone, WeightsChoice, load_backbone
-from metrics.inputs import ScoreOptions, SetEmbeddings
+from metrics.inputs import ScoreOptions, SetEmbeddings, pair_ids
+from metrics.noise_floor import SPLITS as FLOOR_SPLITS, noise_floor
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, get_metric, metric_key
 
@@ -303,60 +305,157 @@ def _require_outputs(emb: SetEmbeddings, role: str, metric: MetricDef) -> None:
             f"than the protocol's window yield none: {metric.protocol.steps}")
 
 
+class ScoringFailed(BenchError):
+    """Some metrics failed; `results` holds those computed (never discarded), `failures` the others."""
+
+    def __init__(self, results: list[dict], failures: list[dict], errors: tuple[BenchError, ...] = ()):
+        self.results, self.failures, self.errors = results, failures, errors  # errors: the exceptions themselves
+        lines = "; ".join(f"{f['metric']}: {f['error']}" for f in failures)
+        super().__init__(f"{len(failures)} of {len(results) + len(failures)} metric(s) failed ({lines})")
+
+
+DEGENERATE = ("the generated set is the reference set itself (same clip contents): the value is 0 by construction "
+              "and its interval is meaningless; a perfect generator scores the noise floor instead")
+
+
+def same_content(a: SetEmbeddings, b: SetEmbeddings, output: str) -> bool:
+    """The two sets hold the same clip outputs (as multisets)."""
+    if len(a.clip_ids) != len(b.clip_ids):
+        return False
+    digest = lambda e: hashlib.sha256(np.ascontiguousarray(e).tobytes() + repr(np.shape(e)).encode()).hexdigest()  # noqa: E731
+    return sorted(map(digest, a.per_clip(output))) == sorted(map(digest, b.per_clip(output)))
+
+
+# Fewer embedding rows per dimension than this: FD intervals lose coverage (bench.benchmarks.ci_coverage).
+COVERAGE_ROWS_PER_DIM = 3
+
+
+def size_warnings(metric: MetricDef, emb: SetEmbeddings, role: str) -> list[str]:
+    """Recorded warnings when a set is too small for what its metric estimates."""
+    rows = sum(len(e) for e in emb.per_clip(metric.output))
+    dim = next((e.shape[1] for e in emb.per_clip(metric.output) if len(e)), 0)
+    if metric.kind != "set" or metric.family not in ("frechet", "frechet-inf"):
+        return []
+    if rows <= dim:
+        return [f"{role} set: {rows} embedding(s) of {dim} dimensions; a covariance of N vectors has rank at "
+                f"most N - 1 < {dim}, so this Fréchet distance is dominated by its bias and not comparable to "
+                f"values on other set sizes (use at least {dim + 1} embeddings, ideally many times more)"]
+    if rows < COVERAGE_ROWS_PER_DIM * dim:
+        return [f"{role} set: {rows} embeddings of {dim} dimensions (fewer than {COVERAGE_ROWS_PER_DIM} per "
+                "dimension): the bootstrap under-corrects FD's bias here and its interval covers the population "
+                "value less often than nominal (python -m bench.benchmarks.ci_coverage: 46-70% at 50 rows of 32 "
+                "dimensions, >= 93% from 100)"]
+    return []
+
+
+def cached_noise_floor(metric: MetricDef, ref: SetEmbeddings, identity: dict, options: ScoreOptions) -> dict:
+    """The metric's noise floor on this reference set (metrics.noise_floor), cached per `identity` (what
+    determines the reference outputs: set content and backbone), metric and protocol version."""
+    cache = ArrayCache(options.root, "noise-floor")
+    key = {**identity, "metric": metric.id, "metric_version": metric.version, "protocol": metric.protocol.id,
+           "protocol_version": metric.protocol.version, "splits": FLOOR_SPLITS, "seed": options.bootstrap_seed,
+           "format": CACHE_FORMAT}
+    hit = cache.get(key)
+    if hit is not None:
+        return json.loads(bytes(hit["floor"]).decode())
+    try:
+        floor = noise_floor(metric, ref, options)
+    except (ArithmeticError, ValueError, BenchError) as exc:
+        floor = {"mean": None, "reason": f"could not be computed: {exc}"}
+    cache.put(key, {"floor": np.frombuffer(json.dumps(floor, sort_keys=True).encode(), np.uint8)})
+    return floor
+
+
 def score(metric_ids: list[str], generated, reference, options: ScoreOptions) -> list[dict]:
     """One result dict per metric, each saying exactly how it was computed. `reference` may be None
-    when every metric is reference-free (IS, CLAP score)."""
+    when every metric is reference-free (IS, CLAP score). A metric that fails does not stop the others:
+    ScoringFailed then carries every result computed and every failure (when none was computed, the
+    first failure's own error is raised)."""
     if len(set(metric_ids)) != len(metric_ids):
         raise BenchError(f"metric listed twice: {metric_ids}")
     metrics = [get_metric(m) for m in metric_ids]  # fail on a bad name before any work
     needs_ref = [m.id for m in metrics if m.needs_reference]
     if needs_ref and reference is None:
         raise ConfigError(f"{', '.join(needs_ref)} compare against a reference set: give --reference")
+    # Paired metrics match clips by id: a pairing problem is reported before any embedding.
+    for metric in metrics:
+        if metric.kind == "paired":
+            pair_ids([c.id for c in generated.clips], [c.id for c in reference.clips], options.pairing)
+    results, failures, errors = [], [], []
+    for metric in metrics:
+        try:
+            results.append(_score_metric(metric, generated, reference, options))
+        except BenchError as exc:
+            failures.append({"metric": metric.id, "error": str(exc)})
+            errors.append(exc)
+    if failures and not results:
+        raise errors[0]  # nothing computed, nothing to keep: the error itself, with its type
+    if failures:
+        raise ScoringFailed(results, failures, tuple(errors))
+    return results
+
+
+def _score_metric(metric: MetricDef, generated, reference, options: ScoreOptions) -> dict:
     def say(message: str) -> None:  # every step that can take long says so (stderr, like the bars)
         if options.progress:
             tqdm.write(message, file=sys.stderr)
 
-    results = []
-    for metric in metrics:
-        say(f"{metric.id}: loading backbone {metric.protocol.backbone}")
-        with doing(f"loading backbone {metric.protocol.backbone!r} for {metric.id}"):
-            backbone = load_backbone(metric.protocol.backbone, options.weights)
-        with doing(f"embedding generated set {generated.source} with {metric.protocol.id}"):
-            gen = embed_set(generated, metric.protocol, backbone, options, "generated")
-        _require_outputs(gen, "generated", metric)
-        ref = None
-        if metric.needs_reference:
-            with doing(f"embedding reference set {reference.source} with {metric.protocol.id}"):
-                ref = embed_set(reference, metric.protocol, backbone, options, "reference")
-            _require_outputs(ref, "reference", metric)
-        if metric.kind == "text-audio":
-            say(f"{metric.id}: embedding {len(gen.captions)} captions")
-            gen.text = embed_captions(gen, metric.protocol, backbone, options)
-        if metric.kind == "caption":
-            gen.references = [c.references for c in generated.clips]
-        say(f"{metric.id}: computing" + (f" (bootstrap {options.bootstrap} resamples)" if options.bootstrap else ""))
-        try:
-            with doing(f"computing {metric.id} for {generated.source}"):
-                computed = metric.compute(gen, ref, options)
-        except ArithmeticError as exc:
-            raise BenchError(f"{metric.id} on {generated.source} vs "
-                             f"{reference.source if ref is not None else '-'}: {exc}") from exc
-        results.append({
-            "key": metric_key(metric.id, backbone.untrained),
-            **metric.describe(),
-            "untrained": backbone.untrained,
-            "value": computed["value"],
-            "ci": computed.get("ci"),
-            "details": computed.get("details", {}),
-            "per_clip": computed.get("per_clip"),
-            "protocol": metric.protocol.info(),
-            "backbone": backbone.provenance,
-            "device": backbone.device,
-            "generated": gen.summary(),
-            "reference": ref.summary() if ref is not None else None,
-            "batch_size": options.batch_size,
-            "bootstrap": {"resamples": options.bootstrap, "seed": options.bootstrap_seed,
-                          "level": options.ci_level},
-            "versions": library_versions(),
-        })
-    return results
+    say(f"{metric.id}: loading backbone {metric.protocol.backbone}")
+    with doing(f"loading backbone {metric.protocol.backbone!r} for {metric.id}"):
+        backbone = load_backbone(metric.protocol.backbone, options.weights)
+    with doing(f"embedding generated set {generated.source} with {metric.protocol.id}"):
+        gen = embed_set(generated, metric.protocol, backbone, options, "generated")
+    _require_outputs(gen, "generated", metric)
+    ref = None
+    if metric.needs_reference:
+        with doing(f"embedding reference set {reference.source} with {metric.protocol.id}"):
+            ref = embed_set(reference, metric.protocol, backbone, options, "reference")
+        _require_outputs(ref, "reference", metric)
+    if metric.kind == "text-audio":
+        say(f"{metric.id}: embedding {len(gen.captions)} captions")
+        gen.text = embed_captions(gen, metric.protocol, backbone, options)
+    if metric.kind == "caption":
+        gen.references = [c.references for c in generated.clips]
+    say(f"{metric.id}: computing" + (f" (bootstrap {options.bootstrap} resamples)" if options.bootstrap else ""))
+    return describe_result(metric, gen, ref, backbone, options,
+                           floor=lambda: cached_noise_floor(metric, ref, {
+                               "set_fingerprint": reference.fingerprint(), "backbone": backbone.card_key,
+                               "batch_size": options.batch_size}, options),
+                           where=f"{generated.source} vs {reference.source if ref is not None else '-'}")
+
+
+def describe_result(metric: MetricDef, gen: SetEmbeddings, ref: SetEmbeddings | None, backbone, options: ScoreOptions,
+                    floor, where: str) -> dict:
+    """Compute `metric` on backbone outputs and build its result dict (also for precomputed embeddings).
+    `floor()` gives the noise floor of set metrics; `backbone` needs provenance, device and weights_label."""
+    try:
+        with doing(f"computing {metric.id} on {where}"):
+            computed = metric.compute(gen, ref, options)
+    except ArithmeticError as exc:
+        raise BenchError(f"{metric.id} on {where}: {exc}") from exc
+    warnings = size_warnings(metric, gen, "generated") + (size_warnings(metric, ref, "reference") if ref else [])
+    degenerate = ref is not None and same_content(gen, ref, metric.output)
+    return {
+        "key": metric_key(metric.id, backbone.weights_label),
+        **metric.describe(),
+        "untrained": backbone.weights_label == "untrained",
+        "unverified": backbone.weights_label == "unverified",
+        "value": computed["value"],
+        "ci": computed.get("ci"),
+        "details": computed.get("details", {}),
+        "per_clip": computed.get("per_clip"),
+        **({"noise_floor": floor()} if metric.kind == "set" else {}),
+        "warnings": warnings,
+        # A set scored against itself (e.g. an oracle that copies the reference): 0 by construction, its
+        # interval says nothing; the noise floor is what a perfect generator would score.
+        "degenerate": DEGENERATE if degenerate else None,
+        "protocol": metric.protocol.info(),
+        "backbone": backbone.provenance,
+        "device": backbone.device,
+        "generated": gen.summary(),
+        "reference": ref.summary() if ref is not None else None,
+        "batch_size": options.batch_size,
+        "bootstrap": {"resamples": options.bootstrap, "seed": options.bootstrap_seed,
+                      "level": options.ci_level},
+        "versions": library_versions(),
+    }

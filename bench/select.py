@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.cli_args import add_weights_arguments
 from bench.core.cache import atomic_write_bytes, atomic_write_json
 from bench.core.errors import ConfigError
+from metrics.inputs import without_sample_suffix
 
 CRITERIA = {"spice+cider-d": ("caption-spice", "caption-cider-d"), "cider-d": ("caption-cider-d",)}
 
@@ -22,7 +23,7 @@ CRITERIA = {"spice+cider-d": ("caption-spice", "caption-cider-d"), "cider-d": ("
 def groups_of(clip_ids: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for cid in clip_ids:
-        out.setdefault(cid.split("#")[0], []).append(cid)
+        out.setdefault(without_sample_suffix(cid), []).append(cid)
     return out
 
 
@@ -37,7 +38,7 @@ def rank(scores: dict[str, float], clip_ids: list[str], top_k: int) -> list[tupl
 
 def select(generated, captioner_preset: str, top_k: int, by: str, options) -> dict:
     """Score every clip and pick the top_k per prompt; returns {"selected": [...], "record": {...}}."""
-    from bench.scoring import score
+    from bench.scoring import ScoringFailed, score
     from metrics import coco_caption_scores
 
     if top_k < 1:
@@ -46,7 +47,10 @@ def select(generated, captioner_preset: str, top_k: int, by: str, options) -> di
         raise ConfigError(f"--by must be one of {', '.join(CRITERIA)}, got {by!r}")
     metric_ids = [f"{name}@{captioner_preset}" for name in CRITERIA[by]]
     try:
-        results = score(metric_ids, generated, None, options)
+        try:
+            results = score(metric_ids, generated, None, options)
+        except ScoringFailed as partial:  # the ranking needs every criterion: the first failure decides
+            raise partial.errors[0] from partial
     except coco_caption_scores.SpiceUnavailable as exc:
         raise ConfigError(f"bench select ranks by SPICE + CIDEr-D (Diffsound Table VIII) and SPICE cannot run: "
                           f"{exc} To rank by CIDEr-D alone, pass --by cider-d (recorded in the output).") from exc

@@ -35,7 +35,7 @@ class TrackingError(BenchError):
 
 
 def mlflow_key(metric_key: str) -> str:
-    return metric_key.replace("@", ":").replace("[untrained]", " untrained")
+    return metric_key.replace("@", ":").replace("[untrained]", " untrained").replace("[unverified]", " unverified")
 
 
 def run_name(record: RunRecord) -> str:
@@ -94,6 +94,10 @@ def _metrics(record: RunRecord) -> dict[str, float]:
         if result.get("ci"):
             out[f"ci_low/{key}"] = result["ci"]["low"]
             out[f"ci_high/{key}"] = result["ci"]["high"]
+            if result["ci"].get("bias_corrected") is not None:
+                out[f"bias_corrected/{key}"] = result["ci"]["bias_corrected"]
+        if (result.get("noise_floor") or {}).get("mean") is not None:
+            out[f"noise_floor/{key}"] = result["noise_floor"]["mean"]
     return out
 
 
@@ -136,6 +140,7 @@ def _tags(record: RunRecord) -> dict[str, str]:
     tags = {
         "bench.cell_id": record.cell_id,
         "bench.untrained": "true" if record.untrained else "false",
+        "bench.unverified_checkpoint": "true" if any(r.get("unverified") for r in record.metrics) else "false",
         "bench.generator_untrained": "true" if record.generator_untrained else "false",
         "bench.metrics": json.dumps([r["key"] for r in record.metrics]),
         "bench.suite_hash": record.suite["hash"],
@@ -148,7 +153,15 @@ def _tags(record: RunRecord) -> dict[str, str]:
         backbone = result["backbone"]
         tags[f"{prefix}.backbone"] = (f"{backbone['backbone']} untrained seed={backbone['seed']}"
                                       if result["untrained"] else
-                                      f"{backbone['backbone']} {backbone['file']} sha256={backbone['sha256']}")
+                                      f"{backbone['backbone']} {backbone['file']} sha256={backbone['sha256']}"
+                                      + (" LOCAL UNVERIFIED (does not match the published sha256)"
+                                         if result.get("unverified") else ""))
+        if result.get("ci"):
+            tags[f"{prefix}.ci_covers"] = result["ci"].get("covers", "")[:5000]
+        floor = result.get("noise_floor") or {}
+        if floor.get("mean") is not None:
+            out_floor = f"{floor['mean']:.6g} +- {floor['std']:.3g} ({floor['set_sizes'][0]} vs {floor['set_sizes'][1]} clips)"
+            tags[f"{prefix}.noise_floor"] = out_floor
     return tags
 
 

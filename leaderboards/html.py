@@ -16,7 +16,8 @@ import hashlib
 from html import escape
 from pathlib import Path
 
-from leaderboards.table import Column, Row, Table, constant_fields, field_text, fmt_number, interval_label
+from leaderboards.table import (DEGENERATE_NOTE, INTERVAL_NOTE, Column, Row, Table, constant_fields, field_text,
+                                 fmt_number, interval_label)
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -109,6 +110,11 @@ def _metric_tooltip(col: Column) -> str:
             f"backbone {p['backbone']}; {col.direction} is better")
 
 
+def _bare(title: str) -> str:
+    """A metric key without its weights label (shown as a badge instead)."""
+    return title.replace("[untrained]", "").replace("[unverified]", "")
+
+
 def _th(col: Column) -> str:
     unit = f" ({col.unit})" if col.unit else ""
     if col.kind == "field":
@@ -117,9 +123,10 @@ def _th(col: Column) -> str:
     if col.kind == "info":
         return (f'<th tabindex="0" data-type="num" data-key="{escape(col.key)}" data-first="asc" '
                 f'title="{escape(col.title + unit)}">{escape(col.title + unit)}</th>')
-    badge = '<span class="badge">untrained</span>' if col.untrained else ""
+    badge = ('<span class="badge">untrained</span>' if col.untrained else
+             '<span class="badge">unverified</span>' if col.unverified else "")
     first = "desc" if col.direction == "higher" else "asc"
-    name, at, preset = col.title.replace("[untrained]", "").partition("@")  # two short lines, a narrow column
+    name, at, preset = _bare(col.title).partition("@")  # two short lines, a narrow column
     return (f'<th tabindex="0" data-type="num" data-key="{escape(col.key)}" data-first="{first}" '
             f'title="{escape(_metric_tooltip(col))}">{escape(name + unit)} {escape(col.arrow)}{badge}'
             f'<span class="preset">{escape(at + preset)}</span></th>')
@@ -137,7 +144,9 @@ def _td(col: Column, row: Row) -> str:
         return f'<td class="{" ".join(classes)}" data-sort="">–</td>'
     classes += {1: ["best"], 2: ["second"]}.get(v.rank, [])
     text = escape(fmt_number(v.value, col.precision))
-    if v.has_ci:
+    if v.degenerate:
+        text += ' <span class="ci">(degenerate)</span>'
+    elif v.has_ci:
         text += (f' <span class="ci">[{escape(fmt_number(v.low, col.precision))}, '
                  f'{escape(fmt_number(v.high, col.precision))}]</span>')
     return f'<td class="{" ".join(classes)}" data-sort="{v.value!r}">{text}</td>'
@@ -173,8 +182,9 @@ def _notes(table: Table, constants: dict) -> str:
                      f"fingerprint <code>{escape(ref['fingerprint'][:12])}</code>).")
     levels = table.ci_levels("bootstrap")
     if levels:
-        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} intervals; for one cell a "
-                     "bootstrap over its clips (bias-shifted percentile).")
+        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} {escape(INTERVAL_NOTE)}.")
+    if table.degenerate:
+        notes.append(f"(degenerate): {escape(DEGENERATE_NOTE)}.")
     if table.ci_levels("raters-items"):
         notes.append("Listening tests: two-way bootstrap intervals over raters and items.")
     if table.ci_levels("seeds"):
@@ -185,7 +195,12 @@ def _notes(table: Table, constants: dict) -> str:
     if table.untrained:
         notes.append('<span class="badge">untrained</span> backbone with seeded random weights: these '
                      "numbers show the pipeline works and are not comparable to published ones.")
-    metrics = "".join(f"<li><code>{escape(c.key)}</code>: {escape(_metric_tooltip(c))}</li>"
+    if table.unverified:
+        notes.append('<span class="badge">unverified</span> local checkpoint whose sha256 does not match a '
+                     "published one: not the published backbone.")
+    metrics = "".join(f"<li><code>{escape(c.key)}</code>: {escape(_metric_tooltip(c))}"
+                      + (f"; interval covers {escape(c.ci_covers)}" if c.ci_covers else "")
+                      + (f"; noise floor {escape(c.floor_text)}" if c.floor_text else "") + "</li>"
                       for c in table.metric_columns)
     return ('<section class="notes">' + "".join(f"<p>{n}</p>" for n in notes)
             + (f"<ul>{metrics}</ul>" if metrics else "") + "</section>")

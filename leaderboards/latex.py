@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from leaderboards.table import Column, Row, Table, constant_fields, field_text, fmt_number, interval_label
+from leaderboards.table import (DEGENERATE_NOTE, INTERVAL_NOTE, Column, Row, Table, constant_fields, field_text,
+                                 fmt_number, interval_label)
 
 CI_STYLES = ("pm", "sub", "none")
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -57,6 +58,8 @@ def _number(v, col: Column, ci: str) -> str:
     p = col.precision
     main = fmt_number(v.value, p)
     main = {1: rf"\mathbf{{{main}}}", 2: rf"\underline{{{main}}}"}.get(v.rank, main)
+    if v.degenerate:
+        return f"${main}^\\ddagger$"
     if ci == "none" or not v.has_ci:
         return f"${main}$"
     if ci == "sub":
@@ -71,8 +74,8 @@ def _header(col: Column) -> str:
     unit = f" ({escape(col.unit)})" if col.unit else ""
     if col.kind != "metric":
         return escape(col.title) + unit
-    name, at, preset = col.title.replace("[untrained]", "").partition("@")
-    dagger = r"$^\dagger$" if col.untrained else ""
+    name, at, preset = col.title.replace("[untrained]", "").replace("[unverified]", "").partition("@")
+    dagger = r"$^\dagger$" if col.untrained else r"$^\S$" if col.unverified else ""
     arrow = f" {_ARROWS[col.direction]}" if col.direction in _ARROWS else ""
     # name over @preset: two short lines keep metric columns narrow
     return (rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{escape(name)}\\{escape(at + preset)}{dagger}{unit}{arrow}"
@@ -107,16 +110,24 @@ def _caption(table: Table, ci: str, caption: str | None, constants: dict) -> str
                 [f"$n$ cells = mean over $n$ cells (seeds) with a {seeds} Student-t interval"] if seeds else [])
             parts.append("Interval column: " + "; ".join(kinds) + ".")
         elif levels:
-            parts.append(f"Intervals: {levels} bootstrap over clips.")
+            parts.append(f"Intervals: {levels} {escape(INTERVAL_NOTE)}.")
         listening = table.ci_levels("raters-items")
         if listening:
             parts.append(f"Listening-test columns: {'/'.join(f'{lv:.0%}' for lv in listening)} two-way bootstrap "
                          "interval over raters and items.".replace("%", r"\%"))
+    floors = [f"{escape(c.title)} " + r" $\pm$ ".join(escape(part) for part in c.floor_text.split(" ± "))
+              for c in table.metric_columns if c.floor_text]
+    if floors:
+        parts.append("Noise floor (a perfect generator at this set size): " + "; ".join(floors) + ".")
     if any(v.rank for r in table.rows for v in r.values.values()):
         parts.append("Best per column in bold, second underlined.")
+    if table.degenerate:
+        parts.append(rf"$^\ddagger${escape(DEGENERATE_NOTE)}.")
     if table.untrained:
         parts.append(r"$^\dagger$UNTRAINED backbone (seeded random weights): not comparable to published "
                      "numbers.")
+    if table.unverified:
+        parts.append(r"$^\S$LOCAL UNVERIFIED checkpoint (its sha256 does not match a published one).")
     return " ".join(parts)
 
 

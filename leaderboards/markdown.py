@@ -7,7 +7,8 @@ the table list protocols, backbone checkpoints and the reference set, so the tab
 from __future__ import annotations
 
 from bench.core.records import RunRecord
-from leaderboards.table import Column, Row, Table, build_table, field_text, fmt_number
+from leaderboards.table import (DEGENERATE_NOTE, INTERVAL_NOTE, Column, Row, Table, build_table, field_text,
+                                 fmt_number)
 
 
 def escape_cell(text) -> str:
@@ -30,7 +31,9 @@ def _cell(col: Column, row: Row) -> str:
         return "–"
     text = fmt_number(v.value, col.precision)
     text = {1: f"**{text}**", 2: f"_{text}_"}.get(v.rank, text)
-    if v.has_ci:
+    if v.degenerate:
+        text += " (degenerate)"
+    elif v.has_ci:
         text += f" [{fmt_number(v.low, col.precision)}, {fmt_number(v.high, col.precision)}]"
     return text
 
@@ -75,8 +78,10 @@ def _notes(table: Table) -> list[str]:
         notes.append("Bold: best in its column; italic: second (compared at the printed precision).")
     levels = table.ci_levels("bootstrap")
     if levels:
-        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} bootstrap "
-                     "intervals over clips (bias-shifted percentile; see each record).")
+        notes.append(f"Brackets: {', '.join(f'{lv:.0%}' for lv in levels)} {INTERVAL_NOTE} (each column's "
+                     "note says what it covers).")
+    if table.degenerate:
+        notes.append(f"(degenerate): {DEGENERATE_NOTE}.")
     listening = table.ci_levels("raters-items")
     if listening:
         notes.append(f"Listening tests: {', '.join(f'{lv:.0%}' for lv in listening)} two-way bootstrap intervals "
@@ -95,6 +100,10 @@ def _notes(table: Table) -> list[str]:
                    "not comparable to published numbers" if col.untrained else
                    p["backbone"] if b.get("weights") == "human" else
                    f"{b.get('backbone')} `{b.get('file')}` sha256 `{(b.get('sha256') or 'unknown')[:16]}…`"
-                   + (" (trained here with `bench train-evaluator`)" if b.get("weights") == "trained" else ""))
-        notes.append(f"- `{col.key}` (v{p['version']}; {p['lineage']}): protocol {p['protocol']}, {weights}.")
+                   + (" (trained here with `bench train-evaluator`)" if b.get("weights") == "trained" else "")
+                   + (" **LOCAL UNVERIFIED** checkpoint (its sha256 does not match a published one)"
+                      if col.unverified else ""))
+        notes.append(f"- `{col.key}` (v{p['version']}; {p['lineage']}): protocol {p['protocol']}, {weights}."
+                     + (f" Interval covers {col.ci_covers}." if col.ci_covers else "")
+                     + (f" Noise floor: {col.floor_text}." if col.floor_text else ""))
     return notes

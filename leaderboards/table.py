@@ -47,7 +47,19 @@ class Column:
     unit: str = ""
     precision: int = DEFAULT_PRECISION
     untrained: bool = False
+    unverified: bool = False  # a local checkpoint not matching the published sha256
     provenance: dict = field(default_factory=dict)  # metric columns: id, version, lineage, protocol, backbone
+    ci_covers: str | None = None  # what the column's bootstrap intervals are meant to contain
+    floor: dict | None = None  # noise floor on the reference set: mean, std, splits, set_sizes
+
+    @property
+    def floor_text(self) -> str | None:
+        f = self.floor
+        if not f or f.get("mean") is None:
+            return None
+        p = self.precision
+        return (f"{fmt_number(f['mean'], p)} ± {fmt_number(f['std'], p)} (reference half vs half, "
+                f"{f['set_sizes'][0]} vs {f['set_sizes'][1]} clips, {f['splits']} splits)")
 
     @property
     def arrow(self) -> str:
@@ -65,6 +77,7 @@ class Value:
     # items) | "seeds" (t-interval over n records)
     interval: str | None = None
     rank: int | None = None  # 1: best of its column (and section), 2: second
+    degenerate: bool = False  # the generated set is the reference set itself (0 by construction)
 
     @property
     def has_ci(self) -> bool:
@@ -102,6 +115,14 @@ class Table:
     @property
     def untrained(self) -> bool:
         return any(c.untrained for c in self.columns)
+
+    @property
+    def unverified(self) -> bool:
+        return any(c.unverified for c in self.columns)
+
+    @property
+    def degenerate(self) -> bool:
+        return any(v.degenerate for r in self.rows for v in r.values.values())
 
     @property
     def aggregated(self) -> bool:
@@ -164,7 +185,15 @@ def backbone_text(result: dict) -> str:
     if b.get("weights") == "human":  # a listening test (bench listen): the study stands for the checkpoint
         return f"{name}, listening study {sha[:16]}"
     trained = " (trained here)" if b.get("weights") == "trained" else ""  # bench train-evaluator
-    return f"{name} {b.get('file') or '?'} sha256 {sha[:16]}{trained}"
+    unverified = " (LOCAL UNVERIFIED checkpoint: its sha256 does not match a published one)" if result.get(
+        "unverified") else ""
+    return f"{name} {b.get('file') or '?'} sha256 {sha[:16]}{trained}{unverified}"
+
+
+INTERVAL_NOTE = ("basic (bias-corrected) bootstrap over clips: it covers the population value (e.g. the distance "
+                 "between the distributions), not the score of another draw of this size")
+DEGENERATE_NOTE = ("the generated set is the reference set itself: 0 by construction, no interval; a perfect "
+                   "generator scores the column's noise floor")
 
 
 CONSTANT_CANDIDATES = ("sample_rate", "duration_s")
@@ -238,9 +267,13 @@ def _metric_columns(records: list[RunRecord], wanted: list[str] | None) -> list[
         unit, precision = metric_display(r)
         protocol = r.get("protocol") or {}
         direction = r.get("direction")
+        floor = next((res.get("noise_floor") for rec in records for res in rec.metrics
+                      if res["key"] == key and (res.get("noise_floor") or {}).get("mean") is not None), None)
+        covers = next((res["ci"].get("covers") for rec in records for res in rec.metrics
+                       if res["key"] == key and res.get("ci") and res["ci"].get("covers")), None)
         columns.append(Column(
             key=key, kind="metric", title=key, direction=direction, unit=unit, precision=precision,
-            untrained=bool(r.get("untrained")),
+            untrained=bool(r.get("untrained")), unverified=bool(r.get("unverified")), ci_covers=covers, floor=floor,
             provenance={"metric": r["metric"], "version": r.get("metric_version"), "lineage": r.get("lineage", ""),
                         "protocol": f"{protocol.get('id', '?')} v{protocol.get('version', '?')}",
                         "backbone": backbone_text(r), "backbone_card": dict(r.get("backbone") or {})}))
@@ -258,6 +291,8 @@ def _info_column(name: str) -> Column:
 def _aggregate(values: list[float], results: list[dict] | None = None) -> Value:
     """One record: its value and bootstrap CI. Several: mean and a t-interval over them."""
     if len(values) == 1:
+        if results and results[0].get("degenerate"):
+            return Value(values[0], degenerate=True)
         ci = (results[0].get("ci") if results else None) or {}
         kind = "raters-items" if ci.get("over") == "raters and items" else "bootstrap"
         return Value(values[0], ci.get("low"), ci.get("high"), ci.get("level"), 1, kind if ci else None)
@@ -267,6 +302,8 @@ def _aggregate(values: list[float], results: list[dict] | None = None) -> Value:
     mean = math.fsum(values) / n
     if results is None:  # info columns: the mean is enough
         return Value(mean, n=n)
+    if all(r.get("degenerate") for r in results):
+        return Value(mean, n=n, degenerate=True)
     level = next((r["ci"]["level"] for r in results if r.get("ci")), 0.95)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
@@ -299,8 +336,9 @@ def _sort_key(name: str, value):
 
 def _rank(rows: list[Row], column: Column) -> None:
     """Rank 1 for the best printed value of the column, 2 for the next distinct one (ties share)."""
+    # A degenerate value (a set against itself) is no competitor: it is 0 by construction.
     scored = [(r, round(r.values[column.key].value, column.precision) + 0.0)
-              for r in rows if column.key in r.values]
+              for r in rows if column.key in r.values and not r.values[column.key].degenerate]
     if len(scored) < 2 or column.direction not in ARROWS:
         return
     distinct = sorted({v for _, v in scored}, reverse=column.direction == "higher")

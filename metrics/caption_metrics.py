@@ -23,7 +23,7 @@ from metrics.backbones import captioner
 from metrics.backbones import captioner_small as small
 from metrics.backbones import captioner_whisper as whisper
 from metrics.backbones.base import load_backbone
-from metrics.bootstrap import bootstrap_interval
+from metrics.bootstrap import mean_interval
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric
 
@@ -85,11 +85,12 @@ def reference_lists(generated) -> list[list[str]]:
     return [[prompt, *refs] for prompt, refs in zip(generated.captions, extra)]
 
 
-def _mean_ci(values: np.ndarray, value: float, options) -> dict | None:
+def _mean_ci(values: np.ndarray, options) -> dict | None:
     if options.bootstrap <= 0 or not np.isfinite(values).all():
         return None
-    return bootstrap_interval(lambda counts: float(counts[0] @ values / counts[0].sum()), [len(values)],
-                              options.bootstrap, options.bootstrap_seed, options.ci_level, estimate=value).to_dict()
+    return mean_interval(values, options.bootstrap, options.bootstrap_seed,
+                         "the population mean of the per-clip scores (clips resampled; CIDEr-D's IDF held fixed)",
+                         options.ci_level).to_dict()
 
 
 def caption_texts(generated, backbone_name: str, options) -> tuple[list[str], dict]:
@@ -125,7 +126,7 @@ def _scorer(name: str, backbone_name: str):
                                  "sha256": hashlib.sha256(json.dumps(refs).encode()).hexdigest()}
         details["ci"] = ("bootstrap over clips of the mean per-clip score (CIDEr-D's IDF held fixed)"
                          if mean_based else "none: the corpus score is not a mean of per-clip scores")
-        return {"value": float(value), "ci": _mean_ci(per, float(value), options) if mean_based else None,
+        return {"value": float(value), "ci": _mean_ci(per, options) if mean_based else None,
                 "details": details,
                 "per_clip": [{"id": cid, "value": float(v), "caption": cap}
                              for cid, v, cap in zip(generated.clip_ids, per, caps)]}

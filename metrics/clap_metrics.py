@@ -14,7 +14,7 @@ from bench.core.audio import to_mono
 from bench.core.errors import AudioError
 from bench.core.resample import resample
 from metrics.backbones import clap
-from metrics.bootstrap import bootstrap_interval
+from metrics.bootstrap import mean_interval
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric
 
@@ -139,9 +139,9 @@ def clap_score(generated, reference, options) -> dict:
                           "min": float(cosine.min()), "max": float(cosine.max())},
               "per_clip": [{"id": cid, "value": float(c)} for cid, c in zip(generated.clip_ids, cosine)]}
     if options.bootstrap > 0:
-        interval = bootstrap_interval(lambda counts: float(counts[0] @ cosine / counts[0].sum()), [n],
-                                      options.bootstrap, options.bootstrap_seed, options.ci_level, estimate=value)
-        result["ci"] = interval.to_dict()
+        result["ci"] = mean_interval(cosine, options.bootstrap, options.bootstrap_seed,
+                                     "the expected cosine similarity of a generated clip with its prompt (population "
+                                     "mean over clips; clips resampled)", options.ci_level).to_dict()
     return result
 
 
@@ -154,10 +154,10 @@ def _register(protocol: EmbeddingProtocol, summary: str, lineage: str, **kw) -> 
 _register(CLAP_GENERAL, "CLAP score, LAION-CLAP's own inference (630k-audioset-best, int16 round trip, soxr)",
           "laion_clap CLAP_Module.get_audio_embedding_from_filelist (general audio)")
 _register(CLAP_AUDIOCRAFT, "CLAP score as audiocraft (music_audioset checkpoint, julius, no quantisation)",
-          "audiocraft CLAPTextConsistencyMetric: MusicGen, AudioGen, MAGNeT")
+          "audiocraft CLAPTextConsistencyMetric (MusicGen's CLAP scores)")
 _register(CLAP_STABLEAUDIO, "CLAP score as stable-audio-metrics (630k fusion checkpoint, -1 dBFS peak, int16)",
           "stable-audio-metrics clap_score: Stable Audio Open",
           # Every clip is peak-normalised first, so a gain change must not move it.
           expected_sensitivity=(("gain", "invariant"),))
 _register(CLAP_AUDIOLDM2, "CLAP score as AudioLDM 2 (music_speech checkpoint, first 10 s unpadded, 512 tokens)",
-          "AudioLDM 2 CLAPAudioEmbeddingClassifierFreev2.cos_similarity, without its random empty-text swap")
+          "AudioLDM 2's code: CLAPAudioEmbeddingClassifierFreev2.cos_similarity, without its random empty-text swap")

@@ -14,9 +14,9 @@ from functools import partial
 
 import numpy as np
 
-from metrics.bootstrap import bootstrap_interval
+from metrics.bootstrap import bootstrap_interval, content_order
 from metrics.fad import frechet_metric
-from metrics.fad_inf import CI_METHOD, fad_inf
+from metrics.fad_inf import CI_COVERS, CI_METHOD, fad_inf
 from metrics.frechet import StackedClips
 from metrics.kad import SCALE, KADStats
 from metrics.registry import METRICS, MetricDef, add_metric_deriver, register_metric
@@ -28,34 +28,44 @@ KAD_RULES = {"kernel": "gaussian exp(-|a-b|^2 / (2 sigma^2 + 1e-8))",
              "estimator": "unbiased MMD^2 over embedding rows, x100 (kadtk); may be slightly negative when the "
                           "sets are close: reported as is",
              "scale": SCALE}
+KAD_COVERS = ("the population MMD^2 x100 between the generated and reference distributions at the full reference "
+              "set's bandwidth (KAD is unbiased; the bandwidth itself is not resampled)")
+KAD_MIN_CLIPS_FOR_CI = 5
 
 
 def fad_inf_metric(generated, reference, options, output: str = "embedding") -> dict:
-    gen = np.concatenate([np.asarray(e, np.float64) for e in generated.nonempty(output)])
+    clips = generated.nonempty(output)
+    # Subsets are drawn over rows in content order, so file names and order do not move the value or its CI.
+    gen = np.concatenate([np.asarray(clips[i], np.float64) for i in content_order(clips)])
     ref = StackedClips(reference.nonempty(output)).stats()
     result = fad_inf(gen, ref, options.bootstrap_seed, level=options.ci_level)
     fit = result.pop("fit")
     details = {**result, "slope": fit["slope"], "r2": fit["r2"], "intercept_stderr": fit["intercept_stderr"],
-               "subsampled": "generated embedding rows, with replacement; reference: all embeddings"}
+               "subsampled": "generated embedding rows (clips in content order), with replacement; reference: all "
+                             "embeddings"}
     ci = None
     if options.bootstrap > 0:
         ci = {"low": fit["low"], "high": fit["high"], "level": fit["level"], "method": CI_METHOD,
-              "n_resamples": 0, "seed": options.bootstrap_seed, "bias": 0.0}
+              "n_resamples": 0, "seed": options.bootstrap_seed, "covers": CI_COVERS}
     return {"value": fit["intercept"], "ci": ci, "details": details}
 
 
 def kad_metric(generated, reference, options, output: str = "embedding") -> dict:
     gen, ref = generated.nonempty(output), reference.nonempty(output)
-    stats = KADStats.from_clips(gen, ref, per_clip=options.bootstrap > 0)
+    with_ci = options.bootstrap > 0 and min(len(gen), len(ref)) >= KAD_MIN_CLIPS_FOR_CI
+    stats = KADStats.from_clips(gen, ref, per_clip=with_ci)
     value = stats.value()
     ci = None
-    if options.bootstrap > 0:
-        # The bandwidth stays the full reference set's in every resample (a property of the metric).
-        ci = bootstrap_interval(lambda counts: stats.value(counts[0], counts[1]), [len(gen), len(ref)],
-                                options.bootstrap, options.bootstrap_seed, options.ci_level,
-                                estimate=value).to_dict()
     details = {**KAD_RULES, "bandwidth": stats.bandwidth, "n_generated_embeddings": int(stats.len_y.sum()),
                "n_reference_embeddings": int(stats.len_x.sum())}
+    if with_ci:
+        # The bandwidth stays the full reference set's in every resample (a property of the metric).
+        ci = bootstrap_interval(lambda counts: stats.value(counts[0], counts[1]),
+                                [content_order(gen), content_order(ref)], options.bootstrap,
+                                options.bootstrap_seed, KAD_COVERS, options.ci_level, estimate=value).to_dict()
+    elif options.bootstrap > 0:
+        details["ci_skipped"] = (f"no interval: a set has fewer than {KAD_MIN_CLIPS_FOR_CI} clips (a resample "
+                                 "could hold a single distinct clip, leaving no pair to average)")
     return {"value": value, "ci": ci, "details": details}
 
 

@@ -31,6 +31,8 @@ MIN_N = 500  # fadtk default
 _ROUNDOFF = 1e-9  # as metrics.frechet: relative size under which a negative value is round-off
 CI_METHOD = ("OLS t-interval of the intercept of FD against 1/n over the subsets (steps - 2 degrees of "
              "freedom); reflects the fit, not the reference set's sampling variability")
+CI_COVERS = ("the extrapolated intercept for THESE two sets (how well the subset FDs pin the line down); NOT the "
+             "population FD: neither set's sampling variability nor the reference set's bias is in it")
 
 
 class ReferenceGaussian:

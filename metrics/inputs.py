@@ -57,6 +57,16 @@ class SetEmbeddings:
     def nonempty(self, output: str = "embedding") -> list[np.ndarray]:
         return [e for e in self.outputs[output] if len(e)]
 
+    def subset(self, indices) -> "SetEmbeddings":
+        """The clips at `indices`, in that order (text and reference captions follow them)."""
+        idx = [int(i) for i in indices]
+        pick = lambda seq: [seq[i] for i in idx] if seq is not None else None  # noqa: E731
+        return SetEmbeddings({**self.set_info, "subset_of": self.set_info.get("source"), "n_subset": len(idx)},
+                             pick(self.clip_ids), pick(self.captions),
+                             {name: pick(values) for name, values in self.outputs.items()},
+                             pick(self.durations_s), pick(self.silent),
+                             None if self.text is None else np.asarray(self.text)[idx], pick(self.references))
+
     def summary(self) -> dict:
         first = next(iter(self.outputs.values()))
         empty = [i for i, e in zip(self.clip_ids, first) if not len(e)]
@@ -69,20 +79,36 @@ class SetEmbeddings:
                 "clips_without_embeddings": {"count": len(empty), "ids": empty[:20]}}
 
 
+def without_sample_suffix(clip_id: str) -> str:
+    """"x" for "x#k" with k digits (the runner's id of the k-th sample of prompt x); any other id as is."""
+    head, sep, tail = clip_id.rpartition("#")
+    return head if sep and tail.isdigit() else clip_id
+
+
+def reference_id(generated_id: str, reference_ids) -> str:
+    """The reference id a generated id pairs with: itself when the reference has it (any file name, `#`
+    included, round-trips), else the id without a trailing sample suffix "#k" (k digits: the k-th sample
+    the runner generated for a prompt), else the id itself (unpaired)."""
+    if generated_id in reference_ids:
+        return generated_id
+    head = without_sample_suffix(generated_id)
+    return head if head in reference_ids else generated_id
+
+
 def pair_by_id(generated: SetEmbeddings, reference: SetEmbeddings, policy: str) -> tuple[list[tuple[int, int]], dict]:
-    """(generated index, reference index) pairs; see pair_ids."""
+    """(generated index, reference index) pairs of `pair_ids` over the sets' clip ids."""
     return pair_ids(generated.clip_ids, reference.clip_ids, policy)
 
 
-def pair_ids(generated_ids, reference_ids, policy: str) -> tuple[list[tuple[int, int]], dict]:
-    """(generated index, reference index) pairs; a generated id "x#k" (k-th sample) pairs with "x".
+def pair_ids(generated_ids: list[str], reference_ids: list[str], policy: str) -> tuple[list[tuple[int, int]], dict]:
+    """(generated index, reference index) pairs; see `reference_id` for the rule.
 
     "strict": every generated and every reference id must be paired, else an error lists the missing
     ids. "audioldm-99" (opt-in, audioldm_eval's rule): pair what matches if more than 99% of reference
-    ids do; the unpaired ids are recorded. Needs only ids, so a preflight checks it before any work.
+    ids do; the unpaired ids are recorded. Needs ids only, so callers check pairing before any embedding.
     """
     ref_index = {cid: j for j, cid in enumerate(reference_ids)}
-    base = [cid.split("#")[0] for cid in generated_ids]
+    base = [reference_id(cid, ref_index) for cid in generated_ids]
     pairs = [(i, ref_index[b]) for i, b in enumerate(base) if b in ref_index]
     gen_unpaired = sorted({b for b in base if b not in ref_index})
     ref_unpaired = sorted(set(ref_index) - set(base))

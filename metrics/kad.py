@@ -15,7 +15,9 @@ Deliberate differences from kadtk: float64 throughout (kadtk: float32); squared 
 before the kernel (round-off); and everything is blockwise, so memory holds one block of kernel values,
 never an n x n matrix of rows. For the bootstrap, kernel sums are aggregated per (clip, clip) (three
 [clips x clips] float64 matrices: 24 MB for 1000 clips): a resample that takes clip a c_a times then costs a
-quadratic form in the counts, not a new pass over the rows.
+quadratic form in the counts, not a new pass over the rows. In a resample, pairs between two copies of the same
+clip are left out (as a U-statistic over distinct draws): counting them (k = 1 for a row with its copy) would
+bias every resample upwards and the bias-corrected interval downwards.
 """
 from __future__ import annotations
 
@@ -160,19 +162,31 @@ def gamma_for(bandwidth: float) -> float:
     return 1.0 / (2.0 * bandwidth ** 2 + GAMMA_EPS)
 
 
-def kad_from_sums(s_xx: float, m: float, s_yy: float, n: float, s_xy: float) -> float:
-    """SCALE x unbiased MMD^2 from kernel sums over ordered pairs i != j (xx, yy) and all pairs (xy)."""
-    if m < 2 or n < 2:
-        raise ValueError(f"the unbiased MMD needs at least 2 embeddings per set, got {int(m)} and {int(n)}")
-    return SCALE * (s_xx / (m * (m - 1)) + s_yy / (n * (n - 1)) - 2.0 * s_xy / (m * n))
+def kad_from_sums(s_xx: float, pairs_xx: float, s_yy: float, pairs_yy: float, s_xy: float, pairs_xy: float) -> float:
+    """SCALE x unbiased MMD^2 from kernel sums and their numbers of pairs: within each set over ordered
+    pairs of distinct samples (xx, yy), across the sets over all pairs (xy)."""
+    if pairs_xx < 1 or pairs_yy < 1:
+        raise ValueError("the unbiased MMD needs at least 2 embeddings per set")
+    return SCALE * (s_xx / pairs_xx + s_yy / pairs_yy - 2.0 * s_xy / pairs_xy)
+
+
+def _within(s: np.ndarray, lengths: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(kernel sum, number of ordered pairs) within a set whose group a is taken w[a] times: pairs of
+    distinct rows inside each copy and pairs across different groups; no pair of a row with itself or
+    with its own copy."""
+    diag = np.diag(s)
+    total = float(w @ s @ w) - float(w ** 2 @ diag) + float(w @ (diag - lengths))
+    mass = float(w @ lengths)
+    pairs = mass ** 2 - float(w ** 2 @ lengths ** 2) + float(w @ (lengths * (lengths - 1)))
+    return total, pairs
 
 
 @dataclass
 class KADStats:
     """Clip-level kernel sums of a generated set (y) against a reference set (x), plus the bandwidth.
 
-    value(gen_counts, ref_counts) is KAD of the sets in which clip a is taken counts[a] times: a copy of
-    a row is a distinct sample (k = 1 with the original), only each copy's pair with itself is removed.
+    value(gen_counts, ref_counts) is KAD of the sets in which clip a is taken counts[a] times, without the
+    pairs of a clip's row with any copy of that clip (module docstring).
     """
 
     bandwidth: float
@@ -203,11 +217,10 @@ class KADStats:
     def value(self, gen_counts: np.ndarray | None = None, ref_counts: np.ndarray | None = None) -> float:
         wx = np.ones(len(self.len_x)) if ref_counts is None else np.asarray(ref_counts, np.float64)
         wy = np.ones(len(self.len_y)) if gen_counts is None else np.asarray(gen_counts, np.float64)
-        m, n = float(wx @ self.len_x), float(wy @ self.len_y)
-        # Self-pairs: one per row copy, each with k = 1.
-        s_xx = float(wx @ self.s_xx @ wx) - m
-        s_yy = float(wy @ self.s_yy @ wy) - n
-        return kad_from_sums(s_xx, m, s_yy, n, float(wx @ self.s_xy @ wy))
+        lx, ly = self.len_x.astype(np.float64), self.len_y.astype(np.float64)
+        s_xx, p_xx = _within(self.s_xx, lx, wx)
+        s_yy, p_yy = _within(self.s_yy, ly, wy)
+        return kad_from_sums(s_xx, p_xx, s_yy, p_yy, float(wx @ self.s_xy @ wy), float(wx @ lx) * float(wy @ ly))
 
 
 def kernel_audio_distance(generated: np.ndarray, reference: np.ndarray, bandwidth: float | None = None,

@@ -12,10 +12,11 @@ import numpy as np
 
 from bench.core.errors import BenchError
 from metrics.inputs import pair_by_id
-from metrics.bootstrap import bootstrap_interval
+from metrics.bootstrap import mean_interval
 from metrics.classwise import kl_per_pair
 
 KL_EPS = 1e-6
+KL_COVERS = "the population mean over id pairs of the per-pair KL (pairs resampled)"
 
 
 def one_row_per_clip(emb, output: str) -> np.ndarray:
@@ -48,9 +49,8 @@ def paired_kl_metric(probabilities: Callable[[np.ndarray], np.ndarray], descript
                   "per_clip": [{"id": generated.clip_ids[i], "reference_id": reference.clip_ids[j],
                                 "value": float(v)} for i, j, v in zip(gen_index, ref_index, per_pair)]}
         if options.bootstrap > 0:  # no floor: see "sign"
-            result["ci"] = bootstrap_interval(
-                lambda counts: float(counts[0] @ per_pair / counts[0].sum()), [len(per_pair)],
-                options.bootstrap, options.bootstrap_seed, options.ci_level, estimate=value).to_dict()
+            result["ci"] = mean_interval(per_pair, options.bootstrap, options.bootstrap_seed, KL_COVERS,
+                                         options.ci_level).to_dict()
         return result
 
     return compute

@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.core.audio import pad_to_min_length, to_mono
 from bench.core.resample import resample
-from metrics.bootstrap import bootstrap_interval
+from metrics.bootstrap import bootstrap_interval, content_order
 from metrics.classwise import inception_score, sigmoid, softmax
 from metrics.fad import frechet_metric
 from metrics.paired_kl import one_row_per_clip, paired_kl_metric
@@ -25,7 +25,9 @@ from metrics.registry import MetricDef, register_metric
 MIN_SAMPLES = 32000
 IS_SPLITS = 10
 IS_SHUFFLE_SEED = 2020
-LINEAGE = "audioldm_eval: AudioLDM, AudioLDM 2, Tango"
+LINEAGE = "audioldm_eval's code (the toolkit released with AudioLDM; Tango evaluates with it)"
+# AudioLDM 2's paper computes KL with PaSST "in the same way as AudioGen" (section IV-B), not with PANNs.
+KL_LINEAGE = (f"{LINEAGE}; not AudioLDM 2's KL, which uses PaSST as AudioGen does (see kl-passt@audiocraft)")
 
 
 def _audioldm_input(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -62,13 +64,22 @@ def inception_metric(generated, reference, options) -> dict:
     result = {"value": mean, "ci": None,
               "details": {"std_over_splits": std, "splits": IS_SPLITS, "shuffle_seed": IS_SHUFFLE_SEED,
                           "probabilities": "softmax over the 527 pre-sigmoid logits, float64",
-                          "ci_note": "the CI resamples clips; std_over_splits is what audioldm_eval reports"}}
+                          "ci_note": "the CI resamples clips; std_over_splits is what audioldm_eval reports. "
+                                     "The value splits the clips in file order (the toolkit's); the interval "
+                                     "works on the clips in content order, so its reflection point (ci.estimate) "
+                                     "can differ slightly from the value"}}
     if options.bootstrap > 0:
+        order = content_order(logits)
+        canonical = logits[order]
         result["ci"] = bootstrap_interval(
-            lambda counts: inception_score(np.repeat(logits, counts[0], axis=0), IS_SPLITS, IS_SHUFFLE_SEED)[0],
-            [len(logits)], options.bootstrap, options.bootstrap_seed, options.ci_level, estimate=mean,
-            floor=1.0).to_dict()
+            lambda counts: inception_score(np.repeat(canonical, counts[0][order], axis=0), IS_SPLITS,
+                                           IS_SHUFFLE_SEED)[0],
+            [order], options.bootstrap, options.bootstrap_seed, IS_COVERS, options.ci_level, floor=1.0).to_dict()
     return result
+
+
+IS_COVERS = ("the population Inception Score exp(E KL(p(y|x) || p(y))) of the generator's output distribution "
+             "(the 10-split estimate is biased at finite n; the interval is bias-corrected)")
 
 
 register_metric(MetricDef(
@@ -79,7 +90,7 @@ register_metric(MetricDef(
 register_metric(MetricDef(
     name="fd-panns32k", preset="audioldm", version=1, direction="lower", protocol=PANNS_32K_AUDIOLDM,
     summary="FD on PANNs Cnn14 (32 kHz, fmax 14000, not frechet-audio-distance's 16000) 2048-d clip embeddings",
-    lineage="audioldm_eval at 32 kHz", compute=frechet_metric, family="frechet"))
+    lineage="audioldm_eval's code with its 32 kHz Cnn14", compute=frechet_metric, family="frechet"))
 
 register_metric(MetricDef(
     name="is-panns", preset="audioldm", version=1, direction="higher", protocol=PANNS_16K_AUDIOLDM,
@@ -89,13 +100,13 @@ register_metric(MetricDef(
 register_metric(MetricDef(
     name="kl-panns", preset="audioldm", version=1, direction="lower", protocol=PANNS_16K_AUDIOLDM,
     summary="KL(reference || generated) of PANNs Cnn14_16k softmax outputs, eps 1e-6, mean over id pairs",
-    lineage=LINEAGE, compute=paired_kl_metric(softmax, "softmax over the 527 pre-sigmoid logits, float64"),
+    lineage=KL_LINEAGE, compute=paired_kl_metric(softmax, "softmax over the 527 pre-sigmoid logits, float64"),
     kind="paired", output="logits", min_items=1))
 
 register_metric(MetricDef(
     name="kl-panns-sigmoid", preset="audioldm", version=1, direction="lower", protocol=PANNS_16K_AUDIOLDM,
     summary="sums p log(p/q) over 527 sigmoid outputs; not a Bernoulli KL (audioldm_eval's 'KL_Sigmoid')",
-    lineage=LINEAGE, compute=paired_kl_metric(
+    lineage=KL_LINEAGE, compute=paired_kl_metric(
         sigmoid, "sigmoid of each of the 527 logits (independent, unnormalised); sums p log(p/q) over "
                  "them, not a Bernoulli KL"),
     kind="paired", output="logits", min_items=1))

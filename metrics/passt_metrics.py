@@ -16,7 +16,7 @@ from bench.core.errors import AudioError
 from bench.core.resample import resample
 from metrics.inputs import pair_by_id
 from metrics.backbones import passt
-from metrics.bootstrap import bootstrap_interval
+from metrics.bootstrap import mean_interval
 from metrics.classwise import kl_per_pair, softmax
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric
@@ -124,9 +124,10 @@ def _weighted_mean_with_ci(sums: np.ndarray, weights: np.ndarray, options) -> tu
     value = float(sums.sum() / weights.sum())
     if options.bootstrap <= 0:
         return value, None
-    interval = bootstrap_interval(lambda counts: float(counts[0] @ sums / (counts[0] @ weights)),
-                                  [len(sums)], options.bootstrap, options.bootstrap_seed, options.ci_level,
-                                  estimate=value, floor=0.0)
+    covers = ("the population mean KL per segment pair (clip pairs resampled with their segments)"
+              if np.any(weights != 1) else "the population mean KL over clip pairs (pairs resampled)")
+    interval = mean_interval(sums / weights, options.bootstrap, options.bootstrap_seed, covers, options.ci_level,
+                             weights=weights)
     return value, interval.to_dict()
 
 
@@ -173,7 +174,9 @@ def kl_stableaudio(generated, reference, options) -> dict:
 register_metric(MetricDef(
     name="kl-passt", preset="audiocraft", version=1, direction="lower", protocol=PASST_AUDIOCRAFT,
     summary=f"{REF_GIVEN_GEN} of PaSST AudioSet softmax per 10 s segment, audiocraft (MusicGen)",
-    lineage="audiocraft metrics/kld.py PasstKLDivergenceMetric: MusicGen", compute=kl_audiocraft,
+    lineage="audiocraft metrics/kld.py PasstKLDivergenceMetric (MusicGen's numbers); AudioLDM 2's paper computes "
+            "KL with PaSST 'as AudioGen' but its exact code is not what this preset reproduces",
+    compute=kl_audiocraft,
     kind="paired", output="logits", min_items=1))
 
 register_metric(MetricDef(

@@ -27,7 +27,7 @@ class EmbeddingProtocol:
     version: int
     backbone: str
     sample_rate: int
-    resampler: str
+    resampler: str  # a bench.core.resample name, or "none" (no audio: precomputed embeddings)
     channels: str  # channel policy, in words
     steps: tuple[str, ...]  # the preprocessing, in order, in words (recorded in results)
     prepare: Callable[[np.ndarray, int], np.ndarray]  # (waveform, rate) -> backbone inputs [k, ...]
@@ -38,7 +38,8 @@ class EmbeddingProtocol:
 
     def info(self) -> dict:
         return {"id": self.id, "version": self.version, "backbone": self.backbone,
-                "sample_rate": self.sample_rate, "resampler": resampler_info(self.resampler),
+                "sample_rate": self.sample_rate,
+                "resampler": "none" if self.resampler == "none" else resampler_info(self.resampler),
                 "channels": self.channels, "steps": list(self.steps)}
 
 

@@ -98,6 +98,14 @@ def get_metric(metric_id: str) -> MetricDef:
     return METRICS.lookup(metric_id)
 
 
-def metric_key(metric_id: str, untrained: bool) -> str:
-    """The name a value is reported under: `untrained` is part of it wherever the number goes."""
-    return f"{metric_id}[untrained]" if untrained else metric_id
+WEIGHTS_LABELS = ("untrained", "unverified")
+
+
+def metric_key(metric_id: str, weights_label: str | None) -> str:
+    """The name a value is reported under: a weights label ("untrained": seeded random weights;
+    "unverified": a local checkpoint not matching the published hash) is part of it wherever the number goes."""
+    if weights_label is None:
+        return metric_id
+    if weights_label not in WEIGHTS_LABELS:
+        raise ValueError(f"weights label must be one of {WEIGHTS_LABELS}, got {weights_label!r}")
+    return f"{metric_id}[{weights_label}]"

@@ -95,3 +95,100 @@ def test_list_shows_generators_and_metric_presets(capsys):
     out = capsys.readouterr().out
     for name in ("reference", "noise", "silence", "fad-vggish@audioldm", "fad-vggish@google", "MusicGen"):
         assert name in out
+
+
+def test_text_output_says_what_the_interval_covers_and_shows_the_floor(dirs, tmp_path, cache_dir, capsys):
+    gen, ref = dirs
+    assert main(["score", "--metric", "fad-vggish@audioldm", "--generated", str(gen), "--reference", str(ref),
+                 "--weights", "untrained", "--bootstrap", "10", "--out", str(tmp_path / "r.json"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "the interval covers the population Fréchet distance" in text and "bias-corrected estimate" in text
+    assert "noise floor" in text and "2 vs 2 clips" in text
+    assert "warning: generated set:" in text  # 5 clips x 2 embeddings of 128 dimensions
+
+
+def test_one_failing_metric_keeps_the_other_in_the_record(tmp_path, cache_dir, capsys):
+    ds = synthetic_dataset(n_clips=4, sample_rate=16000, duration_s=0.8, seed=0)
+    short = write_clips(tmp_path / "short", {c.id: ds.load(c) for c in ds.clips})
+    out = tmp_path / "r.json"
+    code = main(["score", "--metric", "fad-vggish@audioldm", "--metric", "fad-vggish@google", "--generated",
+                 str(short), "--reference", str(short), "--weights", "untrained", "--bootstrap", "0",
+                 "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "fad-vggish@audioldm[untrained]: 0.0000" in captured.out and "DEGENERATE" in captured.out
+    assert "error: fad-vggish@google" in captured.err
+    record = json.loads(out.read_text())
+    assert [m["metric"] for m in record["metrics"]] == ["fad-vggish@audioldm"]
+    assert record["failed_metrics"][0]["metric"] == "fad-vggish@google"
+
+
+def test_hash_in_file_names_pairs(tmp_path, cache_dir):
+    # `take#2.wav` on both sides is clip "take#2" on both sides (not a sample of "take").
+    ds = synthetic_dataset(n_clips=3, sample_rate=16000, duration_s=1.2, seed=0)
+    clips = {n: ds.load(c) for n, c in zip(["take#2", "take#10", "plain"], ds.clips)}
+    gen, ref = write_clips(tmp_path / "gen", clips), write_clips(tmp_path / "ref", clips)
+    out = tmp_path / "r.json"
+    assert main(["score", "--metric", "fd-panns@audioldm", "--metric", "kl-panns@audioldm", "--generated", str(gen),
+                 "--reference", str(ref), "--weights", "untrained", "--bootstrap", "0", "--out", str(out),
+                 "--quiet"]) == 0
+    fd, kl = json.loads(out.read_text())["metrics"]
+    assert kl["details"]["pairing"]["pairs"] == 3
+    assert sorted((p["id"], p["reference_id"]) for p in kl["per_clip"]) == sorted((n, n) for n in clips)
+    assert kl["value"] == pytest.approx(0.0, abs=1e-3) and fd["degenerate"] and kl["degenerate"]
+
+
+# ------------------------------------------------------------------------------ precomputed embeddings
+
+@pytest.fixture
+def embedding_files(tmp_path):
+    rng = np.random.default_rng(0)
+    gen, ref = tmp_path / "gen.npy", tmp_path / "ref.npz"
+    np.save(gen, rng.standard_normal((60, 4)) + 0.5)
+    np.savez(ref, embeddings=rng.standard_normal((50, 4)))
+    return gen, ref
+
+
+def test_score_on_precomputed_embeddings(embedding_files, tmp_path, cache_dir):
+    from metrics.frechet import frechet_distance
+    from metrics.kad import kernel_audio_distance
+
+    gen, ref = embedding_files
+    out = tmp_path / "r.json"
+    assert main(["score", "--metric", "fd", "--metric", "kad", "--metric", "fd-inf", "--generated", str(gen),
+                 "--reference", str(ref), "--bootstrap", "20", "--out", str(out), "--quiet"]) == 0
+    record = json.loads(out.read_text())
+    fd, kad, inf = record["metrics"]
+    g, r = np.load(gen), np.load(ref)["embeddings"]
+    assert fd["key"] == "fd@embeddings" and fd["value"] == pytest.approx(
+        frechet_distance(g.mean(0), np.cov(g.T), r.mean(0), np.cov(r.T)), rel=1e-9)
+    assert kad["value"] == pytest.approx(kernel_audio_distance(g, r), rel=1e-9)
+    for m in (fd, kad, inf):
+        assert m["ci"]["covers"] and m["noise_floor"]["set_sizes"] == [25, 25]
+        assert m["backbone"]["weights"] == "none" and m["generated"]["n_clips"] == 60
+    assert record["reference"]["kind"] == "embeddings" and record["reference"]["dim"] == 4
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("nan", r"row 3 \(0-based\) has NaN"), ("dims", "dimensions differ"), ("rows", "at least 2"),
+    ("metric", "takes fd, kad, fd-inf"), ("audio", "give --reference as a .npy")])
+def test_precomputed_embedding_errors(embedding_files, tmp_path, cache_dir, capsys, problem, message):
+    gen, ref = embedding_files
+    bad = tmp_path / "bad.npy"
+    metric = "fd"
+    if problem == "nan":
+        a = np.load(gen)
+        a[3, 1] = np.nan
+        np.save(bad, a)
+    elif problem == "dims":
+        np.save(bad, np.zeros((10, 5)))
+    elif problem == "rows":
+        np.save(bad, np.zeros((1, 4)))
+    else:
+        bad = gen
+        metric = "fad-vggish@audioldm" if problem == "metric" else "fd"
+    reference = "builtin:synthetic" if problem == "audio" else str(ref)
+    assert main(["score", "--metric", metric, "--generated", str(bad), "--reference", reference,
+                 "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err) and "Traceback" not in err

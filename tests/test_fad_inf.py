@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from metrics.bootstrap import content_order
 from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics import fad_inf as fi
 from metrics.frechet import GaussianStats, frechet_distance, frechet_from_stats
@@ -98,10 +99,16 @@ def test_registered_metric_reports_intercept_r2_and_its_interval():
     ref = _embeddings([rng.standard_normal((2, 6)) for _ in range(80)], "r")
     metric = get_metric("fad-inf-vggish@audioldm")
     result = metric.compute(gen, ref, ScoreOptions(bootstrap=10, bootstrap_seed=5))
-    expected = fi.fad_inf(np.concatenate(gen.nonempty()), GaussianStats(6).update(np.concatenate(ref.per_clip())), 5)
+    clips = gen.nonempty()
+    in_content_order = np.concatenate([clips[i] for i in content_order(clips)])
+    expected = fi.fad_inf(in_content_order, GaussianStats(6).update(np.concatenate(ref.per_clip())), 5)
     assert result["value"] == pytest.approx(expected["fit"]["intercept"], rel=1e-9)
     details = result["details"]
     assert details["r2"] == pytest.approx(expected["fit"]["r2"], rel=1e-9)
     assert details["n_embeddings"] == 300 and details["sizes"][0] == 150 and len(details["points"]) == 25
     assert result["ci"]["method"].startswith("OLS t-interval") and result["ci"]["low"] < result["value"]
     assert metric.compute(gen, ref, ScoreOptions(bootstrap=0, bootstrap_seed=5))["ci"] is None
+    assert "NOT the population FD" in result["ci"]["covers"]
+    # Clip order (file names) does not move the value: subsets are drawn over rows in content order.
+    shuffled = gen.subset(np.random.default_rng(0).permutation(len(gen.clip_ids)))
+    assert metric.compute(shuffled, ref, ScoreOptions(bootstrap=10, bootstrap_seed=5))["value"] == result["value"]

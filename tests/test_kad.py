@@ -80,15 +80,35 @@ def test_median_with_ties_and_duplicates():
         kad.KADStats.from_clips([np.ones((3, 2))], [np.zeros((4, 2)), np.zeros((2, 2))])
 
 
-def test_resampled_value_equals_kad_of_the_repeated_clips():
+def _kad_without_copy_pairs(gen, ref, cg, cr, bandwidth):
+    """KAD of the repeated clips by brute force, leaving out pairs between copies of the same clip."""
+    def side(clips, counts):
+        rows = [(a, c, r) for a, clip in enumerate(clips) for c in range(counts[a]) for r in clip]
+        return np.array([r for _, _, r in rows]), np.array([a for a, _, _ in rows]), np.array([c for _, c, _ in rows])
+
+    x, xa, xc = side(ref, cr)
+    y, ya, yc = side(gen, cg)
+    k = lambda a, b: np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * bandwidth ** 2 + 1e-8))  # noqa: E731
+
+    def within(rows, owner, copy):
+        keep = (owner[:, None] != owner[None]) | (copy[:, None] == copy[None])
+        np.fill_diagonal(keep, False)
+        return k(rows, rows)[keep].mean()
+
+    return 100 * (within(x, xa, xc) + within(y, ya, yc) - 2 * k(x, y).mean())
+
+
+def test_resampled_value_is_kad_of_the_repeated_clips_without_copy_pairs():
     rng = np.random.default_rng(4)
     gen = [rng.standard_normal((int(k), 3)) for k in rng.integers(1, 4, 9)]
     ref = [rng.standard_normal((int(k), 3)) for k in rng.integers(1, 4, 7)]
     stats = kad.KADStats.from_clips(gen, ref)
     cg, cr = rng.multinomial(9, np.full(9, 1 / 9)), rng.multinomial(7, np.full(7, 1 / 7))
-    rep_gen = np.concatenate([g for g, c in zip(gen, cg) for _ in range(c)])
-    rep_ref = np.concatenate([r for r, c in zip(ref, cr) for _ in range(c)])
-    assert stats.value(cg, cr) == pytest.approx(direct_kad(rep_gen, rep_ref, stats.bandwidth), rel=1e-10)
+    expected = _kad_without_copy_pairs(gen, ref, cg, cr, stats.bandwidth)
+    assert stats.value(cg, cr) == pytest.approx(expected, rel=1e-10)
+    # All counts 1: the plain unbiased KAD.
+    ones = _kad_without_copy_pairs(gen, ref, np.ones(9, int), np.ones(7, int), stats.bandwidth)
+    assert stats.value() == pytest.approx(ones, rel=1e-10)
 
 
 def test_same_distribution_is_near_zero_and_may_be_negative():

@@ -209,6 +209,28 @@ def test_a_generator_with_random_weights_is_labelled_untrained_in_every_layout()
         assert "tiny (untrained)" in text and "archisound (untrained)" not in text
 
 
+def test_unverified_checkpoint_degenerate_oracle_and_floor_in_every_format():
+    from leaderboards import html
+
+    unverified = result("fad-vggish@audioldm[unverified]", 2.0)
+    unverified["unverified"] = True
+    unverified["backbone"] = {**unverified["backbone"], "weights": "local-unverified"}
+    unverified["noise_floor"] = {"mean": 0.75, "std": 0.125, "splits": 5, "set_sizes": [14, 14]}
+    oracle = result("fad-vggish@audioldm[unverified]", 0.0)
+    oracle.update(unverified=True, backbone=unverified["backbone"], degenerate="the set against itself")
+    table = build_table(typed([record("mine", [unverified]), record("reference", [oracle])]))
+    md, tex, page, flat = (markdown.render_table(table), latex.render_table(table), html.render_table(table),
+                           csv_table.render_table(table))
+    assert "fad-vggish@audioldm[unverified]" in md and "**LOCAL UNVERIFIED** checkpoint" in md
+    assert "0.000 (degenerate)" in md and "| 2.000 [1.900, 2.200] |" in md  # the oracle is not ranked
+    assert "Noise floor: 0.750 ± 0.125" in md
+    assert r"$^\S$LOCAL UNVERIFIED checkpoint" in tex and r"$0.000^\ddagger$" in tex and r"0.750 $\pm$ 0.125" in tex
+    assert '<span class="badge">unverified</span>' in page and "(degenerate)" in page and "noise floor 0.750" in page
+    rows = list(csv.DictReader(io.StringIO(flat)))
+    assert rows[1]["fad-vggish@audioldm[unverified]:degenerate"] == "yes"
+    assert rows[0]["fad-vggish@audioldm[unverified]:noise_floor"] == "0.75"
+
+
 def test_latex_escapes_every_special_character_and_marks_untrained():
     assert latex.escape("a_b & 100% #1 $x ~^\\{}") == (
         r"a\_b \& 100\% \#1 \$x \textasciitilde{}\textasciicircum{}\textbackslash{}\{\}")

@@ -428,7 +428,9 @@ def test_metric_values_match_the_published_protocols(reference, from_checkpoint,
     gen_set, ref_set = clip_sets
     audiocraft, stableaudio = score(["kl-passt@audiocraft", "kl-passt@stableaudio"], gen_set, ref_set,
                                     _opts(from_checkpoint, tmp_path / "cache", bootstrap=20))
-    assert audiocraft["key"] == "kl-passt@audiocraft" and not audiocraft["untrained"]
+    # A local file not matching a published hash: labelled, never passed off as the published checkpoint.
+    assert audiocraft["key"] == "kl-passt@audiocraft[unverified]" and audiocraft["unverified"]
+    assert not audiocraft["untrained"]
     assert audiocraft["backbone"]["source"] == "local file"
     assert audiocraft["backbone"]["sha256"] == weights.sha256_file(from_checkpoint.local_files[0][1])
     # Measured |difference|: ~1e-7 (float32 softmax/KL in the references, float64 here).

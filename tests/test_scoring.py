@@ -46,7 +46,10 @@ def test_untrained_is_in_every_name_and_provenance(sets, cache_dir):
     assert res["protocol"]["id"] == "vggish@audioldm" and res["protocol"]["resampler"]["name"] == "sinc-hann"
     assert res["generated"]["n_clips"] == 6 and res["generated"]["total_duration_s"] == pytest.approx(9.0)
     assert res["reference"]["fingerprint"] == sets["ref"].fingerprint()
-    assert res["value"] > 0 and res["ci"]["low"] <= res["value"] <= res["ci"]["high"]
+    # The interval targets the population FD: reflected around the (upward-biased) value.
+    ci = res["ci"]
+    assert res["value"] > 0 and ci["estimate"] == res["value"] and ci["bias"] > 0
+    assert ci["low"] <= ci["bias_corrected"] <= ci["high"] and ci["bias_corrected"] < res["value"]
 
 
 def test_oracle_scores_zero_and_both_presets_run(sets, cache_dir):
@@ -131,9 +134,14 @@ def test_local_checkpoint_goes_through_the_real_loader(sets, cache_dir, vggish_c
                            cache_root=cache_dir)
     opts = ScoreOptions(weights=choice, cache_root=cache_dir, bootstrap=0, progress=False)
     [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)
-    assert res["key"] == "fad-vggish@audioldm" and not res["untrained"]
+    # Seeded weights, not the published file (its sha256 does not start with 10086976): labelled everywhere.
+    assert res["key"] == "fad-vggish@audioldm[unverified]" and res["unverified"] and not res["untrained"]
+    assert res["backbone"]["weights"] == weights.UNVERIFIED and res["backbone"]["url"] is None
+    assert res["backbone"]["matches_published"] is False
     assert res["backbone"]["sha256"] == weights.sha256_file(vggish_checkpoint)
     assert res["backbone"]["source"] == "local file"
+    # Nothing is written next to the user's checkpoint.
+    assert sorted(p.name for p in vggish_checkpoint.parent.iterdir()) == [vggish_checkpoint.name]
     [untrained] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
     assert res["value"] == pytest.approx(untrained["value"], rel=1e-6)  # same weights, same number
 
@@ -153,6 +161,12 @@ def test_checkpoint_from_the_cache_is_hash_checked(sets, cache_dir, vggish_check
     shutil.copy(vggish_checkpoint, cache_dir / "weights" / card.filename)
     [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)
     assert res["backbone"]["source"] == "cache" and res["backbone"]["sha256"] == digest
+    # The same file passed with --checkpoint matches the published hash now: plain "pretrained".
+    local = ScoreOptions(weights=WeightsChoice(local_files=(("vggish", str(vggish_checkpoint)),),
+                                               cache_root=cache_dir), cache_root=cache_dir, bootstrap=0, progress=False)
+    [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], local)
+    assert res["key"] == "fad-vggish@audioldm" and res["backbone"]["weights"] == "pretrained"
+    assert res["backbone"]["matches_published"] is True and not res["unverified"]
 
 
 def test_wrong_checkpoint_names_the_key(sets, cache_dir, tmp_path):
@@ -164,3 +178,77 @@ def test_wrong_checkpoint_names_the_key(sets, cache_dir, tmp_path):
                         cache_root=cache_dir, bootstrap=0, progress=False)
     with pytest.raises(CheckpointError, match="embeddings.4.weight"):
         score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], opts)
+
+
+# ------------------------------------------------------------------------------ intervals, floor, pairing
+
+def test_result_carries_interval_coverage_floor_and_size_warning(sets, cache_dir, monkeypatch):
+    [res] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    ci = res["ci"]
+    assert "population" in ci["covers"] and "basic" in ci["method"] and "content" in ci["draws"]
+    assert ci["bias_corrected"] == pytest.approx(ci["estimate"] - ci["bias"]) and ci["estimate"] == res["value"]
+    floor = res["noise_floor"]
+    assert floor["splits"] == 5 and floor["set_sizes"] == [3, 3] and len(floor["values"]) == 5
+    assert floor["mean"] == pytest.approx(np.mean(floor["values"])) and floor["std"] > 0
+    # 6 clips x 2 examples = 12 embeddings of 128 dimensions: too few for a covariance, and said so.
+    assert any("12 embedding(s) of 128 dimensions" in w for w in res["warnings"])
+    assert res["degenerate"] is None
+    # The floor is computed once per reference set and backbone: the next result reads it from the cache.
+    import bench.scoring as scoring
+    monkeypatch.setattr(scoring, "noise_floor", lambda *a, **k: pytest.fail("floor recomputed"))
+    [again] = score(["fad-vggish@audioldm"], sets["noise"], sets["ref"], _options(cache_dir))
+    assert again["noise_floor"] == floor
+
+
+def test_oracle_row_is_labelled_degenerate(sets, cache_dir):
+    [res] = score(["fad-vggish@audioldm"], sets["ref"], sets["ref"], _options(cache_dir))
+    assert res["value"] == pytest.approx(0.0, abs=1e-6) and "itself" in res["degenerate"]
+
+
+def test_renaming_files_does_not_change_the_interval(tmp_path, cache_dir):
+    ref, noise = _synthetic_clips(), _noise_clips(_synthetic_clips())
+    a = [load_directory(write_clips(tmp_path / f"a_{k}", clips)) for k, clips in (("ref", ref), ("gen", noise))]
+    # New names in another sort order: the clips are read in a different order.
+    renamed = lambda clips: {f"{9 - i}_{cid}": v for i, (cid, v) in enumerate(clips.items())}  # noqa: E731
+    b = [load_directory(write_clips(tmp_path / f"b_{k}", renamed(clips))) for k, clips in (("ref", ref), ("gen", noise))]
+    assert [c.id for c in a[0].clips] != [c.id.split("_", 1)[1] for c in b[0].clips]
+    [ra] = score(["fad-vggish@audioldm"], a[1], a[0], _options(cache_dir))
+    [rb] = score(["fad-vggish@audioldm"], b[1], b[0], _options(cache_dir))
+    assert (rb["ci"]["low"], rb["ci"]["high"]) == pytest.approx((ra["ci"]["low"], ra["ci"]["high"]), rel=1e-9)
+    assert rb["noise_floor"]["values"] == pytest.approx(ra["noise_floor"]["values"], rel=1e-9)
+
+
+def test_ids_round_trip_for_any_file_name():
+    from metrics.inputs import pair_ids
+
+    gen = ["take#2", "a#b#c", "x#0", "x#1", "y"]
+    ref = ["take#2", "a#b#c", "x", "y"]
+    pairs, info = pair_ids(gen, ref, "strict")
+    assert [(gen[i], ref[j]) for i, j in pairs] == [("take#2", "take#2"), ("a#b#c", "a#b#c"), ("x#0", "x"),
+                                                     ("x#1", "x"), ("y", "y")]
+    assert info["pairs"] == 5
+    # "take" has samples take#0, take#1; a reference named "take#2" is a different clip.
+    pairs, _ = pair_ids(["take#0", "take#1", "take#2"], ["take", "take#2"], "strict")
+    assert pairs == [(0, 0), (1, 0), (2, 1)]
+
+
+def test_pairing_is_checked_before_any_embedding(sets, cache_dir, monkeypatch):
+    import bench.scoring as scoring
+    from bench.core.errors import BenchError
+
+    gen = load_directory(write_clips(sets["tmp"] / "other", _noise_clips(["p", "q", "r", "s", "t", "u"])))
+    monkeypatch.setattr(scoring, "embed_set", lambda *a, **k: pytest.fail("embedded before checking pairing"))
+    with pytest.raises(BenchError, match="do not pair up"):
+        score(["fad-vggish@audioldm", "kl-panns@audioldm"], gen, sets["ref"], _options(cache_dir))
+
+
+def test_a_failing_metric_keeps_the_results_already_computed(tmp_path, cache_dir):
+    from bench.scoring import ScoringFailed
+
+    # 0.8 s clips: audioldm pads to 2 s, Google's preset takes only full 1 s windows and gets nothing.
+    short = load_directory(write_clips(tmp_path / "short", _synthetic_clips(duration=0.8)))
+    with pytest.raises(ScoringFailed) as info:
+        score(["fad-vggish@audioldm", "fad-vggish@google"], short, short, _options(cache_dir))
+    assert [r["metric"] for r in info.value.results] == ["fad-vggish@audioldm"]
+    assert [f["metric"] for f in info.value.failures] == ["fad-vggish@google"]
+    assert "needs at least" in info.value.failures[0]["error"]

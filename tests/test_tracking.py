@@ -62,10 +62,11 @@ def make_record(untrained_value: float = 12.5, pretrained_value: float = 3.25) -
     versions = {"python": "3.11.9", "bench-harness": "0.1.0", "numpy": "1.26.4", "torch": "2.3.0"}
     untrained = {
         "key": UNTRAINED_KEY, "metric": "fad-vggish@audioldm", "metric_version": 1, "direction": "lower",
-        "lineage": "audioldm_eval: AudioLDM, AudioLDM 2, Tango", "untrained": True,
+        "lineage": "audioldm_eval's FAD code", "untrained": True,
         "value": untrained_value,
         "ci": {"low": untrained_value - 1.5, "high": untrained_value + 2.0, "level": 0.95, "n_resamples": 50,
-               "seed": 0, "bias": 0.125, "method": "bias-shifted percentile bootstrap"},
+               "seed": 0, "bias": 0.125, "method": "basic bootstrap", "bias_corrected": 1.1,
+               "covers": "the population FD"},
         "details": {"n_embeddings": {"generated": 40, "reference": 40}},
         "protocol": _protocol("vggish@audioldm"),
         "backbone": {"backbone": "vggish", "weights": "untrained", "seed": 7, "init": "torch default"},
@@ -126,8 +127,10 @@ def _check_logged_run(client: MlflowClient, run_id: str, record: dict, experimen
     assert m["ci_high/fad-vggish:audioldm untrained"] == pytest.approx(14.5)
     assert m["fad-vggish:google"] == pytest.approx(3.25)
     assert "ci_low/fad-vggish:google" not in m  # no CI, no made-up bounds
+    assert m["bias_corrected/fad-vggish:audioldm untrained"] == pytest.approx(1.1)
     assert set(m) == {"fad-vggish:audioldm untrained", "ci_low/fad-vggish:audioldm untrained",
-                      "ci_high/fad-vggish:audioldm untrained", "fad-vggish:google"}
+                      "ci_high/fad-vggish:audioldm untrained", "bias_corrected/fad-vggish:audioldm untrained",
+                      "fad-vggish:google"}
 
     p = run.data.params
     assert p["generator"] == "noise" and p["seed"] == "0" and p["sample_rate"] == "16000"
@@ -341,3 +344,10 @@ def test_log_record_through_mlflow_server(mlflow_server, tmp_path):
     # The artifact went through the server's proxy into --artifacts-destination.
     stored = list((tmp_path / "server-artifacts").rglob("record.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text()) == record
+
+
+def test_weights_labels_are_spelled_for_mlflow():
+    from bench.tracking import mlflow_key
+
+    assert mlflow_key("fad-vggish@audioldm[unverified]") == "fad-vggish:audioldm unverified"
+    assert mlflow_key("fad-vggish@audioldm[untrained]") == "fad-vggish:audioldm untrained"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
 import socket
 import threading
@@ -122,8 +123,8 @@ def test_resolve_downloads_then_uses_cache(served_card, tmp_path):
     assert first.path.read_bytes() == PAYLOAD
     assert first.sha256 == PAYLOAD_SHA
     assert requests == [f"/{TEST_FILE}"]
-    # The checkpoint and its hash memo; no temp file and no memo of a temp file.
-    assert _cache_listing(cache) == [TEST_FILE, f"{TEST_FILE}.sha256.json"]
+    # Only the checkpoint: no temp file, and hash memos live elsewhere (weights.memo_path).
+    assert _cache_listing(cache) == [TEST_FILE]
 
     second = weights.resolve(TEST_NAME, cache, progress=False)
     assert second.source == "cache"
@@ -293,6 +294,22 @@ def test_local_path_is_hashed_and_recorded(tmp_path, monkeypatch):
     assert resolved.sha256 == PAYLOAD_SHA
     assert resolved.provenance()["sha256"] == PAYLOAD_SHA
     assert resolved.provenance()["source"] == "local file"
+    # No published hash to match: a local file cannot be verified, so it is not credited as the checkpoint.
+    prov = resolved.provenance()
+    assert prov["weights"] == weights.UNVERIFIED and prov["url"] is None and prov["matches_published"] is None
+
+
+@pytest.mark.parametrize("published, expected", [(PAYLOAD_SHA, "pretrained"), ("0" * 64, weights.UNVERIFIED)])
+def test_local_file_is_pretrained_only_when_it_matches_the_published_hash(tmp_path, monkeypatch, published,
+                                                                           expected):
+    url = f"http://127.0.0.1:{_closed_port()}/{TEST_FILE}"
+    _register(monkeypatch, WeightsCard(TEST_NAME, TEST_FILE, url, "b", "l", "c", sha256=published))
+    local = tmp_path / "mine.pth"
+    local.write_bytes(PAYLOAD)
+    prov = weights.resolve(TEST_NAME, tmp_path / "cache", local_path=local).provenance()
+    assert prov["weights"] == expected and prov["sha256"] == PAYLOAD_SHA
+    assert prov["matches_published"] is (expected == "pretrained") and prov["published_sha256"] == published
+    assert prov["url"] == (url if expected == "pretrained" else None)
 
 
 def test_local_path_missing_names_the_path(tmp_path):
@@ -303,13 +320,17 @@ def test_local_path_missing_names_the_path(tmp_path):
 
 # ------------------------------------------------------------------------------ sha256 memo
 
-def test_sha256_file_memo(tmp_path):
-    path = tmp_path / "blob.bin"
+def test_sha256_file_memo(tmp_path, cache_dir):
+    folder = tmp_path / "users_folder"
+    folder.mkdir()
+    path = folder / "blob.bin"
     path.write_bytes(b"A" * 1000)
     first = weights.sha256_file(path)
     assert first == hashlib.sha256(b"A" * 1000).hexdigest()
-    sidecar = path.with_name(path.name + ".sha256.json")
-    assert sidecar.is_file()
+    # The memo is in the cache root; nothing is written next to the user's file.
+    assert sorted(p.name for p in folder.iterdir()) == ["blob.bin"]
+    sidecar = weights.memo_path(path)
+    assert sidecar.is_file() and cache_dir in sidecar.parents
     assert weights.sha256_file(path) == first
 
     # Same size, new content and a new mtime: the memo must not be used.
@@ -322,14 +343,15 @@ def test_sha256_file_memo(tmp_path):
     assert weights.sha256_file(path) == second
 
 
-def test_sha256_file_memo_is_consulted(tmp_path):
-    """The sidecar is what makes repeated hashing cheap: a memo matching size and mtime is trusted."""
+def test_sha256_file_memo_is_consulted(tmp_path, cache_dir):
+    """The memo is what makes repeated hashing cheap: a memo matching path, size and mtime is trusted."""
     path = tmp_path / "blob.bin"
     path.write_bytes(b"C" * 10)
     weights.sha256_file(path)
-    sidecar = path.with_name(path.name + ".sha256.json")
+    sidecar = weights.memo_path(path)
     st = path.stat()
-    sidecar.write_text(f'{{"size": {st.st_size}, "mtime_ns": {st.st_mtime_ns}, "sha256": "memoised"}}')
+    sidecar.write_text(json.dumps({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                   "sha256": "memoised"}))
     assert weights.sha256_file(path) == "memoised"
     sidecar.write_text("not json")
     assert weights.sha256_file(path) == hashlib.sha256(b"C" * 10).hexdigest()
@@ -344,7 +366,7 @@ def _put_cached(cache: Path, filename: str, data: bytes) -> Path:
     return path
 
 
-def test_verify_cached_statuses(tmp_path, monkeypatch):
+def test_verify_cached_statuses(tmp_path, monkeypatch, cache_dir):
     url = f"http://127.0.0.1:{_closed_port()}/x"
     good = _register(monkeypatch, WeightsCard("good", "good.pth", url, "b", "l", "c", sha256=PAYLOAD_SHA))
     bad = _register(monkeypatch, WeightsCard("bad", "bad.pth", url, "b", "l", "c", sha256_prefix=PAYLOAD_SHA[:8]))
@@ -356,8 +378,9 @@ def test_verify_cached_statuses(tmp_path, monkeypatch):
 
     # A stale memo claiming the right hash must not hide the corruption: verify hashes afresh.
     st = bad_path.stat()
-    bad_path.with_name(bad_path.name + ".sha256.json").write_text(
-        f'{{"size": {st.st_size}, "mtime_ns": {st.st_mtime_ns}, "sha256": "{PAYLOAD_SHA}"}}')
+    weights.memo_path(bad_path).parent.mkdir(parents=True, exist_ok=True)
+    weights.memo_path(bad_path).write_text(json.dumps({"path": str(bad_path.resolve()), "size": st.st_size,
+                                                       "mtime_ns": st.st_mtime_ns, "sha256": PAYLOAD_SHA}))
 
     by_name = {row["name"]: row for row in weights.verify_cached(cache)}
     assert by_name["good"]["status"] == "ok" and by_name["good"]["sha256"] == PAYLOAD_SHA

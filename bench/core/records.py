@@ -36,6 +36,9 @@ class RunRecord:
     # Listening-test records only (bench listen score): the study's fingerprint and protocol, n_raters,
     # n_ratings, excluded raters, and `rates_cell`: the suite cell whose row these human ratings join.
     listening: dict | None = None
+    # Metrics that failed in this cell ({"metric", "error"}); the others' results are kept in `metrics`, and
+    # the cell is recomputed on the next run.
+    failed_metrics: tuple = ()
 
     @property
     def label(self) -> str:
@@ -59,8 +62,13 @@ class RunRecord:
         return next((r for r in self.metrics if metric_id in (r["metric"], r["key"])), None)
 
     def to_dict(self) -> dict:
-        return {f.name: list(self.metrics) if f.name == "metrics" else getattr(self, f.name)
-                for f in fields(self) if not (f.name == "listening" and self.listening is None)}
+        out = {f.name: list(getattr(self, f.name)) if f.name in ("metrics", "failed_metrics")
+               else getattr(self, f.name) for f in fields(self)}
+        if self.listening is None:
+            del out["listening"]
+        if not self.failed_metrics:  # the usual case: no key, so complete records read as before
+            del out["failed_metrics"]
+        return out
 
     def comparable(self) -> dict:
         """The record without its wall-clock fields: equal for identical runs on the same machine."""
@@ -75,7 +83,7 @@ class RunRecord:
         missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
         if missing:
             raise BenchError(f"{source}: RunRecord lacks field(s) {', '.join(missing)}")
-        return cls(**{n: tuple(data[n]) if n == "metrics" else data[n] for n in names if n in data})
+        return cls(**{n: tuple(data[n]) if n in ("metrics", "failed_metrics") else data[n] for n in names if n in data})
 
 
 def _upgrade_v1(data: dict) -> dict:

@@ -15,11 +15,12 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.core.cache import atomic_write_json
+from bench.core.cache import atomic_write_json, default_cache_root
 from bench.core.errors import CheckpointError
 from bench.core.registry import Registry
 
 OFFLINE_ENV = "BENCH_OFFLINE"
+UNVERIFIED = "local-unverified"  # provenance "weights" of a local checkpoint not matching a published hash
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,24 @@ class ResolvedWeights:
     sha256: str
     source: str  # "cache" | "download" | "local file"
 
+    @property
+    def verified(self) -> bool:
+        """The file's sha256 matches the published one (files from the cache or a download always do:
+        they are checked on the way in, or have no published hash and come from the card's URL)."""
+        return self.source != "local file" or hash_matches(self.card, self.sha256) is True
+
     def provenance(self) -> dict:
-        return {"weights": "pretrained", "name": self.card.name, "file": self.path.name,
-                "sha256": self.sha256, "source": self.source, "url": self.card.url,
-                "hash_published": bool(self.card.sha256 or self.card.sha256_prefix)}
+        published = self.card.sha256 or (f"{self.card.sha256_prefix}..." if self.card.sha256_prefix else None)
+        common = {"name": self.card.name, "file": self.path.name, "sha256": self.sha256, "source": self.source,
+                  "published_sha256": published, "hash_published": published is not None,
+                  "matches_published": hash_matches(self.card, self.sha256)}
+        if self.verified:
+            return {"weights": "pretrained", **common, "url": self.card.url}
+        # A user's file that is not (or cannot be shown to be) the published checkpoint: never credited
+        # with the official URL; labelled "unverified" in metric keys, records, tags and leaderboards.
+        return {"weights": UNVERIFIED, **common, "url": None,
+                "note": f"local checkpoint for {self.card.name!r} whose sha256 "
+                        + ("does not match the published one" if published else "cannot be checked (none is published)")}
 
 
 def weights_dir(cache_root: Path) -> Path:
@@ -73,26 +88,35 @@ def get_card(name: str) -> WeightsCard:
     return KNOWN_WEIGHTS.lookup(name)
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, remembered in a sidecar keyed by size and mtime so large files hash once."""
+def memo_path(path: Path) -> Path:
+    """Where the hash memo of `path` lives: in the cache root, never next to the file (users' folders stay
+    untouched), named by the file's absolute path."""
+    where = str(Path(path).expanduser().resolve())
+    return default_cache_root() / "file-hashes" / f"{hashlib.sha256(where.encode()).hexdigest()}.json"
+
+
+def sha256_file(path: Path, use_memo: bool = True) -> str:
+    """sha256 of a file, remembered (memo in the cache root) by path, size and mtime so large files hash once."""
     path = Path(path)
     st = path.stat()
-    sidecar = path.with_name(path.name + ".sha256.json")
-    try:
-        memo = json.loads(sidecar.read_text())
-        if memo["size"] == st.st_size and memo["mtime_ns"] == st.st_mtime_ns:
-            return memo["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
+    sidecar = memo_path(path)
+    if use_memo:
+        try:
+            memo = json.loads(sidecar.read_text())
+            if (memo["path"], memo["size"], memo["mtime_ns"]) == (str(path.resolve()), st.st_size, st.st_mtime_ns):
+                return memo["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
     try:
-        atomic_write_json(sidecar, {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
+        atomic_write_json(sidecar, {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                    "sha256": digest})
     except OSError:
-        pass  # read-only location: hashing again next time is fine
+        pass  # read-only cache: hashing again next time is fine
     return digest
 
 
@@ -215,8 +239,7 @@ def verify_cached(cache_root: Path) -> list[dict]:
         if not path.is_file():
             results.append({"name": card.name, "status": "missing", "path": str(path)})
             continue
-        path.with_name(path.name + ".sha256.json").unlink(missing_ok=True)
-        digest = sha256_file(path)
+        digest = sha256_file(path, use_memo=False)
         ok = hash_matches(card, digest)
         status = {True: "ok", False: "MISMATCH", None: "unverified (no published hash)"}[ok]
         results.append({"name": card.name, "status": status, "sha256": digest, "path": str(path)})

@@ -15,6 +15,7 @@ import numpy as np
 from bench.core.cache import default_cache_root, stable_hash
 from bench.core.errors import ConfigError
 from bench.core.registry import Registry, unknown_name_message
+from bench.core.weights import UNVERIFIED
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,15 @@ class Backbone:
     @property
     def untrained(self) -> bool:
         return self.provenance["weights"] == "untrained"
+
+    @property
+    def unverified(self) -> bool:
+        """A local checkpoint whose sha256 does not match a published one (bench.core.weights)."""
+        return self.provenance["weights"] == UNVERIFIED
+
+    @property
+    def weights_label(self) -> str | None:
+        return "untrained" if self.untrained else "unverified" if self.unverified else None
 
     @property
     def card_key(self) -> dict:
