@@ -53,7 +53,7 @@ bootstrap = 10
 
 
 def _readme_example() -> str:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "generators.md").read_text()  # the plugin how-to
     return re.search(r"```python\n(# mygen\.py.*?)```", readme, re.S).group(1)
 
 
