@@ -37,6 +37,7 @@ from bench.core.errors import BenchError, ConfigError
 from bench.core.records import RunRecord, read_record
 from bench.scoring import embed_captions, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
+from metrics.bootstrap import basic_interval
 from metrics.frechet import StackedClips
 from metrics.inputs import ScoreOptions, SetEmbeddings, without_sample_suffix
 from metrics.kad import KADStats
@@ -299,11 +300,7 @@ def compare_metric(metric: MetricDef, ra: dict, rb: dict, path_a: Path, path_b: 
     if len(diffs) < 2:
         raise BenchError(f"{metric.id}: {failed} of {options.bootstrap} resamples could not be scored; the sets "
                          "are too small to bootstrap")
-    diffs = np.asarray(diffs)
-    bias = float(diffs.mean() - estimate)
-    tail = (1.0 - options.level) / 2.0
-    q_low, q_high = np.quantile(diffs, [tail, 1.0 - tail])
-    low, high = float(2.0 * estimate - q_high), float(2.0 * estimate - q_low)
+    low, high, bias, _ = basic_interval(estimate, np.asarray(diffs), options.level)
 
     warnings = []
     for side, result, value in (("A", ra, value_a), ("B", rb, value_b)):

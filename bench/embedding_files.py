@@ -15,7 +15,7 @@ import numpy as np
 from bench.core.errors import ConfigError
 from bench.scoring import cached_noise_floor, describe_result
 from metrics.distance_variants import fad_inf_metric, kad_metric
-from metrics.fad import frechet_metric
+from metrics.frechet import frechet_metric
 from metrics.inputs import ScoreOptions, SetEmbeddings
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef

@@ -62,6 +62,16 @@ def content_order(items: Sequence[np.ndarray]) -> np.ndarray:
     return np.argsort(np.array(digests, dtype=object), kind="stable")
 
 
+def basic_interval(estimate: float, resampled: np.ndarray, level: float) -> tuple[float, float, float, tuple]:
+    """The basic (bias-corrected) bootstrap interval of `estimate` from its resampled values: (low, high,
+    bias, (q_low, q_high)) with [2 t - q(1 - a/2), 2 t - q(a/2)]; it covers the population value."""
+    resampled = np.asarray(resampled, np.float64)
+    bias = float(resampled.mean() - estimate)
+    tail = (1.0 - level) / 2.0
+    q_low, q_high = np.quantile(resampled, [tail, 1.0 - tail])
+    return float(2.0 * estimate - q_high), float(2.0 * estimate - q_low), bias, (float(q_low), float(q_high))
+
+
 def bootstrap_interval(statistic: Callable[[list[np.ndarray]], float], orders: list[np.ndarray],
                        n_resamples: int, seed: int, covers: str, level: float = 0.95,
                        estimate: float | None = None, floor: float | None = None) -> Interval:
@@ -88,10 +98,7 @@ def bootstrap_interval(statistic: Callable[[list[np.ndarray]], float], orders: l
     if estimate is None:
         estimate = statistic([np.ones(len(o), dtype=np.int64) for o in orders])
     estimate = float(estimate)
-    bias = float(values.mean() - estimate)
-    tail = (1.0 - level) / 2.0
-    q_low, q_high = np.quantile(values, [tail, 1.0 - tail])
-    low, high = 2.0 * estimate - q_high, 2.0 * estimate - q_low
+    low, high, bias, (q_low, q_high) = basic_interval(estimate, values, level)
     draw_low, draw_high = q_low - bias, q_high - bias
     if floor is not None:
         low, high = max(low, floor), max(high, floor)

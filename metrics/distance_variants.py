@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 
 from metrics.bootstrap import bootstrap_interval, content_order
-from metrics.fad import frechet_metric
+from metrics.frechet import frechet_metric
 from metrics.fad_inf import CI_COVERS, CI_METHOD, fad_inf
 from metrics.frechet import StackedClips
 from metrics.kad import SCALE, KADStats

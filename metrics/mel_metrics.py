@@ -18,7 +18,7 @@ from bench.core.audio import to_mono
 from bench.core.resample import resample
 from metrics.backbones import mel_inception as mi
 from metrics.classwise import softmax
-from metrics.fad import frechet_metric
+from metrics.frechet import frechet_metric
 from metrics.paired_kl import paired_kl_metric
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric

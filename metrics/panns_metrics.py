@@ -16,7 +16,7 @@ from bench.core.audio import pad_to_min_length, to_mono
 from bench.core.resample import resample
 from metrics.bootstrap import bootstrap_interval, content_order
 from metrics.classwise import inception_score, sigmoid, softmax
-from metrics.fad import frechet_metric
+from metrics.frechet import frechet_metric
 from metrics.paired_kl import one_row_per_clip, paired_kl_metric
 from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, register_metric

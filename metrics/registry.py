@@ -62,7 +62,7 @@ class MetricDef:
 # id -> MetricDef; plugins: entry-point group "bench.metrics".
 # metrics.distance_variants stays last: it derives FAD-inf and KAD from every Fréchet metric (its deriver
 # hook also catches metrics registered after it, e.g. by plugins).
-METRICS = Registry("metric", ("metrics.fad", "metrics.panns_metrics", "metrics.passt_metrics",
+METRICS = Registry("metric", ("metrics.vggish_metrics", "metrics.panns_metrics", "metrics.passt_metrics",
                               "metrics.clap_metrics", "metrics.mel_metrics", "metrics.caption_metrics",
                               "metrics.distance_variants"),
                    "bench.metrics")

@@ -11,7 +11,7 @@ from bench.scoring import clip_batches, embed_clip, embed_examples, embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.inputs import ScoreOptions
 from metrics.panns_metrics import PANNS_16K_AUDIOLDM
-from metrics.protocols import VGGISH_AUDIOLDM
+from metrics.vggish_metrics import VGGISH_AUDIOLDM
 from tests.conftest import write_clips
 
 WEIGHTS = WeightsChoice(mode="untrained", seed=0)

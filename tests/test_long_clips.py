@@ -7,7 +7,7 @@ import soundfile as sf
 
 from bench.core import clipsets
 from bench.core.resample import SincHannStream, resample
-from metrics.protocols import VGGISH_AUDIOLDM
+from metrics.vggish_metrics import VGGISH_AUDIOLDM
 
 
 @pytest.mark.parametrize("orig,new,n,block", [(44100, 16000, 200_003, 7777), (48000, 16000, 600_001, 1 << 18),
