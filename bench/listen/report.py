@@ -27,11 +27,6 @@ def _condition_label(study: dict, clip: dict) -> str:
 
 
 def write_report(study_dir: Path, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     study = load_study(study_dir)
     conn = store.connect(Path(study_dir) / DB_FILE)
     try:
@@ -64,37 +59,39 @@ def write_report(study_dir: Path, out: Path) -> list[Path]:
         by = defaultdict(list)
         for a in rows:
             by[(a["rater"], clips[a["clip"]]["condition"])].append(a["score"])
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(raters) + 2), 3.2))
-        for c, label in enumerate(labels):
-            xs = [k for k, r in enumerate(raters) if (r, c) in by]
-            ax.plot(xs, [np.mean(by[(raters[k], c)]) for k in xs], "o", label=label)
-        ax.set_xticks(range(len(raters)), [f"{r}{' (excl.)' if r in excluded else ''}" for r in raters],
-                      rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-        ax.set_ylabel(f"mean {q['id']}")
-        ax.set_title(f"{q['id']}: per rater", fontsize=9)
-        ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
-        files.append(out / f"per-rater-{q['id']}.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        files.append(_dot_plot(out / f"per-rater-{q['id']}.png", raters, by, labels, (lo, hi), "o",
+                               [f"{r}{' (excl.)' if r in excluded else ''}" for r in raters], 0.5,
+                               f"mean {q['id']}", f"{q['id']}: per rater"))
         # Per item: each condition's mean over raters (kept raters only).
         items = sorted({clips[a["clip"]]["item"] for a in rows})
         by = defaultdict(list)
         for a in rows:
             if a["rater"] not in excluded:
                 by[(clips[a["clip"]]["item"], clips[a["clip"]]["condition"])].append(a["score"])
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(items) + 2), 3.2))
-        for c, label in enumerate(labels):
-            xs = [k for k, i in enumerate(items) if (i, c) in by]
-            ax.plot(xs, [np.mean(by[(items[k], c)]) for k in xs], "s", label=label)
-        ax.set_xticks(range(len(items)), items, rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-        ax.set_ylabel(f"mean {q['id']} (kept raters)")
-        ax.set_title(f"{q['id']}: per item", fontsize=9)
-        ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
-        files.append(out / f"per-item-{q['id']}.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        files.append(_dot_plot(out / f"per-item-{q['id']}.png", items, by, labels, (lo, hi), "s", items, 0.45,
+                               f"mean {q['id']} (kept raters)", f"{q['id']}: per item"))
     return files
+
+
+def _dot_plot(path: Path, keys: list, by: dict, labels: list[str], scale_range: tuple, marker: str,
+              tick_labels: list[str], width_per_key: float, ylabel: str, title: str) -> Path:
+    """One dot per (key, condition): the mean of its scores, conditions in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = scale_range
+    fig, ax = plt.subplots(figsize=(max(4.0, width_per_key * len(keys) + 2), 3.2))
+    for c, label in enumerate(labels):
+        xs = [k for k, key in enumerate(keys) if (key, c) in by]
+        ax.plot(xs, [np.mean(by[(keys[k], c)]) for k in xs], marker, label=label)
+    ax.set_xticks(range(len(keys)), tick_labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

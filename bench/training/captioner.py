@@ -169,20 +169,3 @@ def _train(data, out_dir, spec, base_dir, checkpoint_every, progress, log, worke
         old.unlink(missing_ok=True)
     log(f"final loss {loss_value:.4f}; training captions reproduced exactly: {exact:.0%}; wrote {final}")
     return TrainResult(final, card, reused=False, losses=history)
-
-
-def cmd(args) -> int:
-    """`bench train-evaluator --task captioning` (arguments parsed by bench.training.evaluator.add_parser)."""
-    if args.checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    spec = CaptionTrainSpec(config=args.config, steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                            threads=args.threads)
-    result = train_captioner(args.data, Path(args.out), spec, Path.cwd(), args.checkpoint_every,
-                             progress=not args.quiet, log=(lambda *a: None) if args.quiet else print,
-                             workers=args.workers)
-    t = result.card["training"]
-    print(f"{result.checkpoint}: {t['vocab_size']} words, final loss {t['final_loss']}, training captions "
-          f"reproduced exactly: {t['train_exact_caption_rate']:.0%}")
-    print(f"use it: bench score --metric caption-cider-d@trained --checkpoint small-captioner={result.checkpoint} "
-          f"--generated GEN")
-    return 0
