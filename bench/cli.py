@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   bench score --metric fad-vggish@google --generated gen/ --reference ref/ --checkpoint vggish=vggish.pth
   bench score --metric fd --metric kad --generated gen_emb.npy --reference ref_emb.npz
   bench weights list | bench weights fetch vggish | bench weights verify
-  bench list
+  bench list | bench describe discodiff --size paper
   bench compare RESULTS/records/a.json RESULTS/records/b.json --bootstrap 1000
   bench leaderboard --records bench-results/quickstart --format latex --out table.tex
   bench sanity --metric fad-vggish@audioldm --reference refs/ --require fad-vggish@audioldm:noise
@@ -238,6 +238,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_describe(args) -> int:
+    from generators.trainable import TRAINABLES, describe_model
+
+    if args.generator not in TRAINABLES.load():
+        from bench.core.errors import ConfigError
+
+        raise ConfigError(f"bench describe: {args.generator!r} is not a trainable reference generator; "
+                          f"known: {', '.join(sorted(TRAINABLES.load()))}")
+    d = describe_model(args.generator, args.size)
+    print(f"{d.name} (size {d.size}), built on the meta device (no weights allocated)")
+    print("config:")
+    for key, value in d.config.items():
+        print(f"  {key} = {json.dumps(value)}")
+    print(f"parameters per module (to depth {args.depth}; a module's count includes its children; "
+          "modules without parameters left out):")
+    for path, count in d.modules.items():
+        level = path.count(".")
+        if level < args.depth and count:
+            print(f"  {'  ' * level}{path:<{max(1, 48 - 2 * level)}} {count:>15,}  {100 * count / max(1, d.total):5.1f}%")
+    print(f"total {d.total:,} parameters ({d.total / 1e6:.1f}M)")
+    return 0
+
+
 def cmd_list(args) -> int:
     from generators.base import GENERATORS
     from metrics.registry import all_metrics
@@ -336,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=1, help="intra-op threads (bit-identity needs the same count)")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    de = sub.add_parser("describe", help="a trainable generator's config and parameter counts (meta device: "
+                        "no memory, so paper sizes work anywhere)")
+    de.add_argument("generator", help="trainable generator name, e.g. archisound (see `bench list`)")
+    de.add_argument("--size", default="tiny", help="named config size (e.g. tiny, paper)")
+    de.add_argument("--depth", type=int, default=2, help="module levels to list (default 2)")
+    de.set_defaults(func=cmd_describe)
 
     ls = sub.add_parser("list", help="list generators and metrics with their protocols")
     ls.set_defaults(func=cmd_list)

@@ -155,3 +155,38 @@ def list_checkpoints(directory: Path) -> list[Path]:
     """step-NNNNNN.pt files in `directory`, oldest step first."""
     found = [(int(m[1]), p) for p in Path(directory).glob("step-*.pt") if (m := CHECKPOINT_RE.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+# ------------------------------------------------------------------------------------- model sizes
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """A trainable generator's config and parameter counts, from a model built on the meta device."""
+
+    name: str
+    size: str
+    config: dict
+    modules: dict[str, int]  # dotted module path -> its parameters (children included), in build order
+    total: int  # every parameter of the model once (shared ones counted once)
+
+    def count(self, path: str) -> int:
+        if path not in self.modules:
+            raise KeyError(f"{self.name} ({self.size}) has no module {path!r}; modules: {', '.join(self.modules)}")
+        return self.modules[path]
+
+
+def building_on_meta() -> bool:
+    """True inside `with torch.device("meta")`: a build must then read no weights files (shapes only)."""
+    return torch.empty(0).device.type == "meta"
+
+
+def describe_model(name: str, size: str = "tiny", config: dict | None = None) -> ModelDescription:
+    """Config and parameter counts of trainable `name` at `size` (or the given config), built on the meta
+    device: shapes without memory, so a paper-sized model costs nothing to describe."""
+    trainable = get_trainable(name)
+    config = dict(trainable.default_config(size) if config is None else config)
+    with torch.device("meta"):
+        model = trainable.build(config, 0)
+    modules = {path: sum(p.numel() for p in module.parameters())
+               for path, module in model.named_modules() if path}
+    return ModelDescription(name, size, config, modules, sum(p.numel() for p in model.parameters()))
