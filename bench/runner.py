@@ -219,6 +219,7 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
                "output_sample_rates": sorted({rate for _, rate, _ in samples.values()}),
                "channels": sorted({int(w.shape[0]) for w, _, _ in samples.values()}),
                "resampled_with": sorted({m.get("resampler") for m in metas} - {None}),
+               **({"samplers": samplers} if (samplers := _samplers(metas)) else {}),
                # a generator with seeded random weights (no checkpoint): leaderboards and tags say so
                "untrained": any(bool(m.get("untrained")) for m in metas),
                "manifest": str(manifest),
@@ -226,6 +227,14 @@ def generate_cell(cell: Cell, prompts: list[Prompt], reference, cache_root: Path
     return load_manifest(manifest), {"summary": summary, "seconds": seconds,
                                      "fresh_samples": len(todo) * cell.samples_per_prompt,
                                      "existing_audio": getattr(generator, "existing_audio", False)}
+
+
+def _samplers(metas: list[dict]) -> list[dict]:
+    """Which samplers ran (generators that have several say so in each sample's metadata `sampler`), with
+    the steps and guidance each used: the record says what ran, defaults included."""
+    seen = {json.dumps({k: m[k] for k in ("sampler", "steps", "guidance") if k in m}, sort_keys=True)
+            for m in metas if "sampler" in m}
+    return [json.loads(s) for s in sorted(seen)]
 
 
 def _cell_hash(cell: Cell, suite: Suite, reference, prompts: list[Prompt]) -> str:

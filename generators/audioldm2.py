@@ -11,7 +11,9 @@ calls pad prompts to a common length, which changes the numbers, so batching wou
 invariance); steps -> num_inference_steps, guidance -> guidance_scale, duration -> audio_length_in_s,
 options eta / negative_prompt. num_waveforms_per_prompt is 1, so the pipeline's CLAP reranking never
 runs unless `options.rerank_candidates = N` asks for it: then N candidates are drawn from the sample's
-seed, CLAP keeps the best, and the metadata says so. Native rate 16 kHz; other rates are resampled.
+seed, CLAP keeps the best, and the metadata says so. The native rate is the checkpoint's vocoder rate
+(16 kHz for the cvssp repos; a fine-tune whose vocoder runs at another rate is taken at that rate and the
+records say so); other rates are resampled.
 """
 from __future__ import annotations
 
@@ -29,14 +31,14 @@ from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext
                              check_request, register_generator, sample_seed)
 from generators.diffusers_audio import pipeline_folder
 
-NATIVE_RATE = 16000
+PUBLISHED_RATE = 16000  # the cvssp repos' vocoder rate
 KNOWN_REPOS = {
     "cvssp/audioldm2": "general sound (AudioCaps, AudioSet, ...), 350M-parameter UNet",
     "cvssp/audioldm2-large": "general sound, 750M-parameter UNet",
     "cvssp/audioldm2-music": "music (trained on music data), 350M-parameter UNet",
 }
-DEFAULT_STEPS = 200  # the paper's and the pipeline's default
-DEFAULT_GUIDANCE = 3.5
+DEFAULT_STEPS = 200  # AudioLDM2Pipeline's default; the paper states no step count
+DEFAULT_GUIDANCE = 3.5  # paper section IV-E: DDIM with classifier-free guidance scale 3.5
 OPTIONS = {"eta", "negative_prompt", "rerank_candidates"}
 
 
@@ -84,7 +86,6 @@ def _candidate_generator(seed: int, prompt_index: int, sample_index: int, candid
 
 class AudioLDM2Generator:
     name = "audioldm2"
-    native_sample_rates = (NATIVE_RATE,)
     max_duration_s = None
     uses_steps = True
     uses_guidance = True
@@ -98,10 +99,12 @@ class AudioLDM2Generator:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
-        rate = int(pipe.vocoder.config.sampling_rate)
-        if rate != NATIVE_RATE:
-            raise CheckpointError(f"audioldm2 checkpoint {provenance.get('checkpoint')}: vocoder rate {rate} Hz, "
-                                  f"expected {NATIVE_RATE} Hz (AudioLDM 2's rate)")
+        rate = getattr(pipe.vocoder.config, "sampling_rate", None)
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+            raise CheckpointError(f"audioldm2 checkpoint {provenance.get('checkpoint')}: vocoder config "
+                                  f"sampling_rate is {rate!r}, not a positive integer (vocoder/config.json)")
+        self.native_rate = rate
+        self.native_sample_rates = (rate,)
         ident = provenance.get("revision") or (provenance.get("checkpoint_sha256") or "")[:12]
         self.version = "untrained-tiny-seed0" if untrained else f"diffusers-{ident}"
         self.checkpoint_sha256 = provenance.get("checkpoint_sha256")
@@ -124,7 +127,7 @@ class AudioLDM2Generator:
         eta, negative, candidates = self._options(request)
         steps = request.steps or DEFAULT_STEPS
         guidance = DEFAULT_GUIDANCE if request.guidance is None else float(request.guidance)
-        n = int(round(request.duration_s * NATIVE_RATE))
+        n = int(round(request.duration_s * self.native_rate))
         empty = [p.id for p in request.prompts if not p.text.strip()]
         if empty:
             raise ConfigError(f"audioldm2: prompt {empty[0]!r} has empty text; give every prompt a caption")
@@ -148,13 +151,14 @@ class AudioLDM2Generator:
                 wave = np.asarray(audio[0], np.float32)[None, :n]  # candidates come back CLAP-sorted
                 if wave.shape[1] < n:
                     wave = np.pad(wave, ((0, 0), (0, n - wave.shape[1])))
-                wave, rate_meta = at_requested_rate(wave, NATIVE_RATE, request, self.context.resampler)
+                wave, rate_meta = at_requested_rate(wave, self.native_rate, request, self.context.resampler)
                 meta = {"generator": self.name, "generator_version": self.version, "untrained": self.untrained,
                         "checkpoint": self.provenance.get("checkpoint"),
                         "checkpoint_sha256": self.checkpoint_sha256, "checkpoint_source": self.provenance["source"],
                         "seed": request.seed, "prompt_index": p.index, "sample_index": k, "steps": steps,
                         "guidance": guidance, "eta": eta, "negative_prompt": negative,
                         "scheduler": type(self.pipe.scheduler).__name__, "device": self.device,
+                        "vocoder_sample_rate": self.native_rate,
                         "clap_rerank": ({"candidates": candidates, "kept": 1, "scorer": "pipeline CLAP text_encoder",
                                          "numpy_rng": "seeded from the sample seed"}
                                         if candidates > 1 else None),

@@ -5,9 +5,13 @@
 - Primary model: denoises X_pri from text. Secondary model: denoises X_sec from text with the clean X_0
   concatenated to its input (trained on ground-truth X_0, sampled on the snapped generated X_0).
 - v-objective, L1 loss (paper section 3.3 / appendix A): t ~ U[0, 1], alpha = cos(pi t / 2),
-  sigma = sin(pi t / 2), x_t = alpha x0 + sigma eps, v = alpha eps - sigma x0. Sampler: `steps` DDIM steps
-  from t = 1 to 0 (x0_hat = alpha x_t - sigma v, eps_hat = sigma x_t + alpha v); classifier-free guidance
-  v = v_uncond + g (v_cond - v_uncond), the caption dropped with probability cond_drop in training.
+  sigma = sin(pi t / 2), x_t = alpha x0 + sigma eps, v = alpha eps - sigma x0.
+- Sampler (appendix A): by default ancestral DDPM over T = `steps` equal steps of t from 1 to 0 with no
+  guidance, as the paper samples: each step draws x_s from the posterior q(x_s | x_t, x0_hat) with
+  x0_hat = alpha x_t - sigma v, eps_hat = sigma x_t + alpha v (eq. 6). `options.sampler = "ddim"` takes the
+  deterministic DDIM step instead; `guidance` > 1 turns on classifier-free guidance
+  v = v_uncond + g (v_cond - v_uncond) (the caption is dropped with probability cond_drop in training).
+  Neither is the paper's; every sample's metadata says which sampler and guidance ran.
 - Reconstruction (eq. 4): snap each latent to the nearest entry of its codebook, sum the out-projections,
   DAC-decode at 44.1 kHz.
 - `discodiff-secondary-only` (the paper's "w/ PL"): the secondary model given the reference clip's
@@ -18,7 +22,8 @@ Text encoders are pluggable (generators.text_encoders); the denoisers take the e
 tokens. The built-in "hashed-words" downloads nothing; the paper's frozen Flan-T5 plugs in the same way.
 
 Determinism: each sample runs alone (batch of one) from its own sample_rng: primary noise, then secondary
-noise, drawn in that order, so the output does not depend on batch size or order.
+noise, then (DDPM) each primary and each secondary step's noise, drawn in that order, so the output does not
+depend on batch size or order.
 """
 from __future__ import annotations
 
@@ -50,7 +55,9 @@ SIZES = {
 }
 _COMMON = {"sample_rate": 44100, "n_codebooks": 9, "codebook_dim": 8, "text_encoder": "hashed-words",
            "text_vocab": 4096, "text_max_words": 24, "cond_drop": 0.1, "latent_scale": 1.0, "default_steps": 25,
-           "default_guidance": 2.0}
+           "default_guidance": 1.0}
+# The paper's sampler (appendix A) first; DDIM is ours, for fewer steps.
+SAMPLERS = ("ddpm", "ddim")
 
 
 # ------------------------------------------------------------------------------------------ denoiser
@@ -174,25 +181,38 @@ class DiscoDiffTrainable:
         return loss_pri + loss_sec
 
 
+def _alpha_sigma(t: float) -> tuple[float, float]:
+    return math.cos(t * math.pi / 2), math.sin(t * math.pi / 2)
+
+
 @torch.no_grad()
 def v_sample(net: Denoiser, noise: torch.Tensor, steps: int, guidance: float, text: torch.Tensor,
-             null: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-    """DDIM v-sampler over `steps` equal steps of t from 1 to 0, classifier-free guidance `guidance`."""
+             null: torch.Tensor, cond: torch.Tensor | None = None, sampler: str = "ddpm",
+             rng: torch.Generator | None = None) -> torch.Tensor:
+    """`steps` equal steps of t from 1 to 0: ancestral DDPM (a draw from q(x_s | x_t, x0_hat) at each step,
+    noise from `rng`) or deterministic DDIM; classifier-free guidance when `guidance` != 1."""
     x = noise
-    ts = torch.linspace(1.0, 0.0, steps + 1)
-    for i in range(steps):
-        t, t_next = ts[i], ts[i + 1]
+    ts = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    for t, s in zip(ts[:-1], ts[1:]):
         if guidance == 1.0:
-            v = net(x, t.reshape(1), text, cond)
+            v = net(x, torch.tensor([t]), text, cond)
         else:
-            both = net(torch.cat([x, x]), t.repeat(2), torch.cat([text, null]),
+            both = net(torch.cat([x, x]), torch.tensor([t, t]), torch.cat([text, null]),
                        None if cond is None else torch.cat([cond, cond]))
             v_c, v_u = both.chunk(2)
             v = v_u + guidance * (v_c - v_u)
-        alpha, sigma = math.cos(t * math.pi / 2), math.sin(t * math.pi / 2)
+        alpha, sigma = _alpha_sigma(t)
         x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
-        a_next, s_next = math.cos(t_next * math.pi / 2), math.sin(t_next * math.pi / 2)
-        x = a_next * x0 + s_next * eps
+        a_s, s_s = _alpha_sigma(s)
+        if sampler == "ddim":
+            x = a_s * x0 + s_s * eps
+            continue
+        # posterior of the variance-preserving process between t and s: x_s = alpha_ts x_t' + sigma_ts noise
+        alpha_ts = alpha / a_s
+        var_ts = sigma ** 2 - alpha_ts ** 2 * s_s ** 2
+        mean = (alpha_ts * s_s ** 2 / sigma ** 2) * x + (a_s * var_ts / sigma ** 2) * x0
+        std = math.sqrt(max(var_ts, 0.0) * s_s ** 2 / sigma ** 2)
+        x = mean + std * torch.randn(x.shape, generator=rng) if std > 0 else mean
     return x
 
 
@@ -200,6 +220,7 @@ class DiscoDiffGenerator:
     max_duration_s = None
     uses_steps = True
     uses_guidance = True
+    options = ("sampler",)
 
     def __init__(self, name: str, model: DiscoDiffNet, config: dict, info: dict, context: GeneratorContext,
                  secondary_only: bool):
@@ -211,18 +232,25 @@ class DiscoDiffGenerator:
         self.version = f"{VERSION}+{info['label']}" + ("" if config["codec"] != "untrained-tiny"
                                                        else "+codec-untrained-tiny")
 
-    def _params(self, request: GenerationRequest) -> tuple[int, float]:
+    def _params(self, request: GenerationRequest) -> tuple[int, float, str]:
         steps = self.config["default_steps"] if request.steps is None else request.steps
         if steps > MAX_STEPS:
             raise ConfigError(f"generator {self.name!r}: steps must be <= {MAX_STEPS}, got {steps}")
         guidance = self.config["default_guidance"] if request.guidance is None else float(request.guidance)
         if not math.isfinite(guidance) or guidance < 0:
             raise ConfigError(f"generator {self.name!r}: guidance must be a finite number >= 0, got {guidance}")
-        return steps, guidance
+        sampler = request.options.get("sampler", SAMPLERS[0])
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"generator {self.name!r}: option sampler must be one of {list(SAMPLERS)} "
+                              f"(ddpm: the paper's ancestral sampler), got {sampler!r}")
+        return steps, guidance, sampler
 
     def generate(self, request: GenerationRequest) -> list[GeneratedAudio]:
         check_request(self, request)
-        steps, guidance = self._params(request)
+        steps, guidance, sampler = self._params(request)
+        sampling = {"sampler": sampler, "steps": steps, "guidance": guidance,
+                    "sampler_is_paper": sampler == "ddpm" and guidance == 1.0,
+                    "classifier_free_guidance": guidance != 1.0}
         if self.reference is not None:
             self.reference.check(request)
         codec, rate = self.model.codec, self.model.codec.sample_rate
@@ -243,19 +271,18 @@ class DiscoDiffGenerator:
                 noise_pri = torch.randn(1, d, frames, generator=rng)
                 noise_sec = torch.randn(1, (k - 1) * d, frames, generator=rng)
                 if x_pri_ref is None:
-                    x_pri = v_sample(self.model.primary, noise_pri, steps, guidance, text, null)
+                    x_pri = v_sample(self.model.primary, noise_pri, steps, guidance, text, null, None, sampler, rng)
                     # the secondary model was trained on exact codebook entries: condition on the snapped X_0
                     x_pri = codec.snap(x_pri * self.config["latent_scale"], 0) / self.config["latent_scale"]
                 else:
                     x_pri = x_pri_ref
-                x_sec = v_sample(self.model.secondary, noise_sec, steps, guidance, text, null, cond=x_pri)
+                x_sec = v_sample(self.model.secondary, noise_sec, steps, guidance, text, null, x_pri, sampler, rng)
                 wave = self.model.reconstruct(x_pri, x_sec)[0, :, :n].numpy()
                 wave, rate_meta = at_requested_rate(wave, rate, request, self.context.resampler)
                 meta = {"generator": self.name, "generator_version": self.version,
                         **checkpoint_metadata(self.info), "codec": self.config["codec"],
                         "text_encoder": self.config["text_encoder"], "seed": request.seed,
-                        "prompt_index": p.index, "sample_index": s, "steps": steps, "guidance": guidance,
-                        **ref_meta, **rate_meta}
+                        "prompt_index": p.index, "sample_index": s, **sampling, **ref_meta, **rate_meta}
                 out.append(GeneratedAudio(p.id, s, wave.astype(np.float32), request.sample_rate, meta))
         return out
 

@@ -117,3 +117,25 @@ def test_untrained_without_checkpoint_and_bad_input(cached_generator):
         gen.generate(_request(options={"eta": 2.0}))
     with pytest.raises(ConfigError, match="steps"):
         _request(steps=0)
+
+
+def test_a_vocoder_at_another_rate_is_taken_at_that_rate(hf_home, tmp_path):
+    """A fine-tune whose vocoder runs at 24 kHz: generated natively at 24 kHz, recorded as such."""
+    import shutil
+
+    snapshot = hf_home / "hub" / "models--cvssp--audioldm2" / "snapshots" / COMMIT
+    folder = tmp_path / "audioldm2-24k"
+    shutil.copytree(snapshot, folder)
+    config_path = folder / "vocoder" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "sampling_rate": 24000}))
+    gen = build_generator("audioldm2", str(folder), GeneratorContext())
+    assert gen.native_sample_rates == (24000,)
+    out = gen.generate(_request(prompts=PROMPTS[:1], sample_rate=24000))[0]
+    assert out.waveform.shape == (1, round(0.32 * 24000)) and np.isfinite(out.waveform).all()
+    meta = out.metadata
+    assert (meta["native_sample_rate"], meta["vocoder_sample_rate"], meta["resampler"]) == (24000, 24000, None)
+    assert gen.generate(_request(prompts=PROMPTS[:1]))[0].metadata["resampler"] == "soxr-vhq"  # 16 kHz asked
+    config_path.write_text(json.dumps({**config, "sampling_rate": 0}))
+    with pytest.raises(CheckpointError, match="sampling_rate is 0, not a positive integer"):
+        build_generator("audioldm2", str(folder), GeneratorContext())

@@ -46,6 +46,46 @@ def test_batch_invariance_and_seed_sensitivity(discodiff):
     np.testing.assert_array_equal(out.waveform, a)
     assert out.metadata["untrained"] and "untrained" in discodiff.version
     assert (out.metadata["steps"], out.metadata["guidance"]) == (2, 2.0)
+    assert out.metadata["sampler"] == "ddpm" and out.metadata["classifier_free_guidance"]
+    assert not out.metadata["sampler_is_paper"]
+
+
+def test_default_sampler_is_the_papers_ancestral_ddpm_without_guidance(discodiff):
+    """Appendix A: ancestral DDPM over T steps, no guidance; DDIM and guidance are labelled options."""
+    one = dict(prompts=PROMPTS[:1], samples_per_prompt=1)
+    default = discodiff.generate(_request(guidance=None, **one))[0]
+    meta = default.metadata
+    assert (meta["sampler"], meta["guidance"], meta["sampler_is_paper"]) == ("ddpm", 1.0, True)
+    assert not meta["classifier_free_guidance"]
+    ddpm_again = discodiff.generate(_request(guidance=None, options={"sampler": "ddpm"}, **one))[0]
+    np.testing.assert_array_equal(ddpm_again.waveform, default.waveform)
+    ddim = discodiff.generate(_request(guidance=None, options={"sampler": "ddim"}, **one))[0]
+    assert ddim.metadata["sampler"] == "ddim" and not ddim.metadata["sampler_is_paper"]
+    assert not np.array_equal(ddim.waveform, default.waveform)  # DDPM adds fresh noise at every step
+    np.testing.assert_array_equal(
+        discodiff.generate(_request(guidance=None, options={"sampler": "ddim"}, **one))[0].waveform, ddim.waveform)
+    with pytest.raises(ConfigError, match="option sampler must be one of"):
+        discodiff.generate(_request(options={"sampler": "euler"}, **one))
+
+
+def test_ddpm_posterior_step_reaches_x0_and_matches_ddim_without_noise():
+    """The ancestral step's mean at s = 0 is x0_hat; with the noise removed, DDPM and DDIM share the endpoint
+    of a one-step chain, and a two-step chain differs only by the fresh noise of the middle step."""
+    from generators.discodiff import v_sample
+
+    class Constant(torch.nn.Module):
+        def forward(self, x, t, text, cond=None):
+            return torch.full_like(x, 0.5)
+
+    noise = torch.randn(1, 2, 5, generator=torch.Generator().manual_seed(0))
+    text = null = torch.zeros(1, 4)
+    one_ddpm = v_sample(Constant(), noise, 1, 1.0, text, null, sampler="ddpm", rng=torch.Generator().manual_seed(1))
+    one_ddim = v_sample(Constant(), noise, 1, 1.0, text, null, sampler="ddim")
+    torch.testing.assert_close(one_ddpm, one_ddim)  # t = 1 -> 0: x0_hat = -v (alpha = 0, sigma = 1)
+    torch.testing.assert_close(one_ddim, torch.full_like(noise, -0.5))
+    a = v_sample(Constant(), noise, 2, 1.0, text, null, sampler="ddpm", rng=torch.Generator().manual_seed(1))
+    b = v_sample(Constant(), noise, 2, 1.0, text, null, sampler="ddpm", rng=torch.Generator().manual_seed(2))
+    assert not torch.equal(a, b)  # the middle step draws noise
 
 
 def test_steps_guidance_and_rate(discodiff):
@@ -101,7 +141,7 @@ def test_bad_input_is_refused(discodiff):
         discodiff.generate(_request(steps=5000))
     with pytest.raises(ConfigError, match="guidance must be"):
         discodiff.generate(_request(guidance=float("nan")))
-    with pytest.raises(ConfigError, match="takes no options"):
+    with pytest.raises(ConfigError, match=r"unknown options \['n_codebooks'\]; known: \['sampler'\]"):
         discodiff.generate(_request(options={"n_codebooks": 3}))
     with pytest.raises(ConfigError, match="unknown size"):
         DiscoDiffTrainable().default_config("huge")
@@ -140,3 +180,22 @@ def test_training_lowers_the_loss_then_checkpoints_load(tmp_path):
     save_checkpoint(bad, {**state, "config": {**state["config"], "width": 24}})
     with pytest.raises(CheckpointError, match=r"bad.pt: incompatible checkpoint: key '.*' has shape"):
         build_generator("discodiff-secondary-only", str(bad), GeneratorContext(data))
+
+
+def test_the_record_says_which_sampler_ran(tmp_path):
+    """generate_cell's summary (the RunRecord's `generation`) lists the samplers the samples' metadata name."""
+    from bench.runner import build_prompts, generate_cell
+    from bench.suite import load_suite
+
+    path = tmp_path / "disco.toml"
+    path.write_text('name = "disco"\nmetrics = ["fad-vggish@audioldm"]\n'
+                    '[reference]\nbuiltin = "synthetic"\nn_clips = 1\nduration_s = 0.25\n'
+                    f'[generation]\nduration_s = {DUR}\nsample_rates = [44100]\nsteps = [2]\n'
+                    '[[generators]]\nname = "discodiff"\nlabel = "ddpm"\n'
+                    '[[generators]]\nname = "discodiff"\nlabel = "ddim"\noptions = { sampler = "ddim" }\n')
+    suite = load_suite(path)
+    reference = synthetic_dataset(n_clips=1, sample_rate=16000, duration_s=0.25, seed=0)
+    prompts = build_prompts(suite, reference)
+    for cell in suite.cells:
+        _, gen = generate_cell(cell, prompts, reference, tmp_path / "cache", tmp_path / cell.label, False)
+        assert gen["summary"]["samplers"] == [{"sampler": cell.label, "steps": 2, "guidance": 1.0}]
