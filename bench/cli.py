@@ -230,7 +230,7 @@ def cmd_train(args) -> int:
                              lr=args.lr, threads=args.threads)
     outcome = train_generator(args.generator, args.data, Path(args.out), settings, size=args.size,
                               overrides=parse_overrides(args.config), base_dir=Path.cwd(), progress=not args.quiet,
-                              log=(lambda *a: None) if args.quiet else print)
+                              log=(lambda *a: None) if args.quiet else print, init_from=args.init_from)
     for path in outcome.checkpoints:
         print(path)
     if outcome.checkpoints:
@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--size", default="tiny", help="named config size (tiny trains on a CPU in minutes)")
     tr.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="override config keys (JSON values)")
     tr.add_argument("--threads", type=int, default=1, help="intra-op threads (bit-identity needs the same count)")
+    tr.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning); "
+                    "e.g. SRC-gAudio pre-trained at 16 kHz, fine-tuned with --config 'rates=[16000,24000,32000,48000]'")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
 

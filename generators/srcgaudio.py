@@ -120,6 +120,30 @@ def _resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
 
 @register_trainable(NAME)
 class SRCgAudioTrainable:
+    # what `bench train --init-from` may change (section II-C: pre-train at a fixed low rate, then fine-tune
+    # on all rates): the rate set grows, the rest of the architecture stays
+    fine_tune_keys = ("rates", "sample_rate", "duration_s", "lr", "uncond_prob", "kl_weight", "max_duration_s")
+
+    def warm_start_state(self, old_config: dict, old_state: dict, config: dict, fresh_state: dict) -> dict:
+        """A pre-trained state on a (possibly larger) rate set: old rates keep their rate embedding rows and
+        vocoders; new rates get the freshly seeded ones. Dropping a trained rate is refused."""
+        old_rates, rates = [int(r) for r in old_config["rates"]], [int(r) for r in config["rates"]]
+        dropped = sorted(set(old_rates) - set(rates))
+        if dropped:
+            raise ConfigError(f"srcgaudio fine-tune: rates {dropped} of the pre-trained model are missing from "
+                              f"the new rate set {rates}; a fine-tune extends the rate set")
+        state = {k: v for k, v in old_state.items() if not k.startswith("vocoders.")}
+        for key in [k for k in fresh_state if k.endswith(".rate.weight")]:  # the rate embedding (nn.Embedding `rate`)
+            rows = fresh_state[key].clone()
+            for i, rate in enumerate(old_rates):
+                rows[rates.index(rate)] = old_state[key][i]
+            state[key] = rows
+        for key, value in fresh_state.items():
+            if key.startswith("vocoders."):
+                rate = int(key.split(".")[1])
+                state[key] = old_state[key] if rate in old_rates else value
+        return state
+
     def default_config(self, size: str = "tiny") -> dict:
         if size == "tiny":
             return {"sample_rate": 48000, "duration_s": 1.0, "rates": [16000, 24000, 32000, 48000],

@@ -115,3 +115,49 @@ def test_rate_sweep_runs_and_renders_table_one(gen, tmp_path, cache_dir):
     assert "## srcgaudio" in table and "| sample_rate | fad-vggish@audioldm[untrained] ↓ |" in table
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line[:3] in ("| 1", "| 2", "| 3", "| 4")]
     assert rows == [str(rate) for rate in RATES]  # one row per rate
+
+
+def test_pretrain_at_16k_then_fine_tune_on_all_rates(tmp_path):
+    """Section II-C: a fixed-rate pre-train, then `--init-from` it with the rate set extended (new rate
+    embedding rows, new vocoders); the trained rate keeps its weights; the record says where it started."""
+    from bench.training.generator import TrainSettings, train_generator
+    from generators.trainable import read_checkpoint
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    small = {"dim": 32, "vae_channels": 16, "vocoder_width": 16, "text_dim": 32, "duration_s": 0.5}
+    pre = train_generator("srcgaudio", synthetic_dataset(2, 16000, 0.5, seed=0), tmp_path / "pre",
+                          TrainSettings(steps=1, every=1, batch_size=2),
+                          overrides={**small, "rates": [16000], "sample_rate": 16000}, **quiet).checkpoints[-1]
+    data = synthetic_dataset(2, 48000, 0.5, seed=1)
+    ft = train_generator("srcgaudio", data, tmp_path / "ft", TrainSettings(steps=1, every=1, batch_size=2),
+                         overrides=small, init_from=pre, **quiet)
+    before, after = read_checkpoint(pre), read_checkpoint(ft.checkpoints[-1])
+    init = after["training"]["init_from"]
+    assert init["step"] == 1 and init["changed"]["rates"] == [[16000], list(RATES)]
+    # warm start, before any fine-tuning step: the 16 kHz row and vocoder are the pre-trained ones
+    from bench.training.generator import warm_start
+    from generators.srcgaudio import SRCgAudioTrainable
+
+    trainable = SRCgAudioTrainable()
+    model = trainable.build(ft.config, seed=5)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    warm_start("srcgaudio", trainable, model, ft.config, pre)
+    state = model.state_dict()
+    assert torch.equal(state["denoiser.rate.weight"][0], before["model"]["denoiser.rate.weight"][0])
+    assert torch.equal(state["denoiser.rate.weight"][1:], fresh["denoiser.rate.weight"][1:])
+    assert all(torch.equal(state[k], before["model"][k]) for k in before["model"] if k.startswith("vocoders.16000."))
+    assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("vocoders.48000."))
+    assert all(torch.equal(state[k], before["model"][k]) for k in before["model"] if k.startswith("vae."))
+    gen = build_generator("srcgaudio", str(ft.checkpoints[-1]), GeneratorContext())
+    out = gen.generate(_request(prompts=PROMPTS[:1], sample_rate=48000, duration_s=0.3))[0]
+    assert gen.native_sample_rates == RATES and np.isfinite(out.waveform).all()
+
+    with pytest.raises(ConfigError, match=r"config key 'dim' is 32 there and 64 now; a fine-tune .* may change"):
+        train_generator("srcgaudio", data, tmp_path / "bad", TrainSettings(steps=1), init_from=pre,
+                        overrides={**small, "dim": 64}, **quiet)
+    with pytest.raises(ConfigError, match=r"rates \[16000\] of the pre-trained model are missing"):
+        train_generator("srcgaudio", data, tmp_path / "bad", TrainSettings(steps=1), init_from=pre,
+                        overrides={**small, "rates": [48000]}, **quiet)
+    with pytest.raises(ConfigError, match="trained with another init_from"):  # resuming ft from another start
+        train_generator("srcgaudio", data, tmp_path / "ft", TrainSettings(steps=2, every=1, batch_size=2),
+                        overrides=small, **quiet)

@@ -27,6 +27,7 @@ from generators.trainable import (
     TrainingBatch,
     get_trainable,
     list_checkpoints,
+    load_generator_checkpoint,
     load_model_state,
     read_checkpoint,
     save_checkpoint,
@@ -122,7 +123,28 @@ def apply_overrides(config: dict, overrides: dict, name: str) -> dict:
     return out
 
 
-def _resume_state(out_dir: Path, name: str, config: dict, fingerprint: str, settings: TrainSettings):
+def warm_start(name: str, trainable, model: torch.nn.Module, config: dict, path: str | Path) -> dict:
+    """Load a checkpoint of `name` into a model built from `config` (a pre-trained start for fine-tuning);
+    return what the record keeps of it. Config keys may differ only where the trainable says a fine-tune
+    may change them (`fine_tune_keys`; default lr and duration_s); a trainable whose architecture grows
+    with such a key (SRC-gAudio's rate set) maps the old weights onto the new model (`warm_start_state`)."""
+    old_config, old_state, meta = load_generator_checkpoint(path, name)
+    allowed = set(getattr(trainable, "fine_tune_keys", ("lr", "duration_s")))
+    changed = {k: [old_config.get(k), config.get(k)] for k in sorted(set(old_config) | set(config))
+               if old_config.get(k) != config.get(k)}
+    fixed = [k for k in changed if k not in allowed]
+    if fixed:
+        k = fixed[0]
+        raise ConfigError(f"--init-from {path}: config key {k!r} is {changed[k][0]!r} there and {changed[k][1]!r} "
+                          f"now; a fine-tune of {name!r} may change only {', '.join(sorted(allowed))}")
+    mapper = getattr(trainable, "warm_start_state", None)
+    state = mapper(old_config, old_state, config, model.state_dict()) if mapper else old_state
+    load_model_state(model, state, f"--init-from {path}")
+    return {"checkpoint": str(path), "sha256": meta["sha256"], "step": meta["step"], "changed": changed}
+
+
+def _resume_state(out_dir: Path, name: str, config: dict, fingerprint: str, settings: TrainSettings,
+                  init_sha256: str | None = None):
     ckpts = list_checkpoints(out_dir)
     if not ckpts:
         return None
@@ -131,8 +153,9 @@ def _resume_state(out_dir: Path, name: str, config: dict, fingerprint: str, sett
     training = state.get("training", {})
     expected = {"generator": name, "config": config, "data_fingerprint": fingerprint,
                 "seed": settings.seed, "batch_size": settings.batch_size, "lr": _lr(settings, config),
-                "threads": settings.threads, "grad_clip": settings.grad_clip}
+                "threads": settings.threads, "grad_clip": settings.grad_clip, "init_from": init_sha256}
     found = {"generator": state["generator"], "config": state["config"],
+             "init_from": (training.get("init_from") or {}).get("sha256"),
              "data_fingerprint": state.get("data_fingerprint"), **{k: training.get(k) for k in
                                                                    ("seed", "batch_size", "lr", "threads",
                                                                     "grad_clip")}}
@@ -153,13 +176,14 @@ def _lr(settings: TrainSettings, config: dict) -> float:
 
 def train_generator(name: str, data, out_dir: Path, settings: TrainSettings, size: str = "tiny",
                     overrides: dict | None = None, base_dir: Path | None = None, progress: bool = True,
-                    log=print) -> TrainOutcome:
-    """Train `name` on `data` (a ClipSet or a set spec) into out_dir; resumes from its latest checkpoint."""
+                    log=print, init_from: str | Path | None = None) -> TrainOutcome:
+    """Train `name` on `data` (a ClipSet or a set spec) into out_dir; resumes from its latest checkpoint.
+    `init_from`: start from that checkpoint's weights (fine-tuning, see `warm_start`) instead of a seeded init."""
     with pinned_threads(settings.threads):
-        return _train(name, data, Path(out_dir), settings, size, overrides or {}, base_dir, progress, log)
+        return _train(name, data, Path(out_dir), settings, size, overrides or {}, base_dir, progress, log, init_from)
 
 
-def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, log) -> TrainOutcome:
+def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, log, init_from) -> TrainOutcome:
     trainable = get_trainable(name)
     config = apply_overrides(trainable.default_config(size), overrides, name)
     if isinstance(data, TrainingData):  # already loaded (by a caller that needed its fingerprint)
@@ -169,9 +193,10 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
         dataset = TrainingData(clipset, config, progress=progress)
     lr = _lr(settings, config)
     model = trainable.build(config, settings.seed)
+    init = warm_start(name, trainable, model, config, init_from) if init_from is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start = 0
-    resumed = _resume_state(out_dir, name, config, dataset.fingerprint, settings)
+    resumed = _resume_state(out_dir, name, config, dataset.fingerprint, settings, init and init["sha256"])
     if resumed:
         path, state = resumed
         load_model_state(model, state["model"], str(path))
@@ -189,7 +214,10 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
         f"clips at {config['sample_rate']} Hz, {settings.steps} steps of {settings.batch_size} x "
         f"{config['duration_s']} s, lr {lr:g}, seed {settings.seed} -> {out_dir}")
     training_meta = {**asdict(settings), "lr": lr, "size": size, "data": dataset.source, "optimizer": "Adam",
-                     "torch": str(torch.__version__)}
+                     "torch": str(torch.__version__), **({"init_from": init} if init else {})}
+    if init:
+        log(f"initialised from {init['checkpoint']} (step {init['step']}); config changes: "
+            + (", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in init["changed"].items()) or "none"))
 
     def step_loss(step: int) -> torch.Tensor:
         batch = dataset.batch(step, settings.batch_size, settings.seed)
