@@ -4,9 +4,9 @@
   ([C, N] -> [C*p, N/p], audio-diffusion-pytorch's patching); "learned" is a strided Conv1d with kernel
   2p and stride p initialised to a Hann-windowed Fourier basis (an STFT-like analysis) and its
   transposed convolution as synthesis, both trained end to end.
-- U-Net: residual conv blocks modulated (FiLM) by the diffusion time and the pooled text embedding,
-  stride-2 down/upsampling with skip connections, cross-attention to the text tokens at the
-  bottleneck (where it is cheapest), as Mousai's text-conditioned U-Net.
+- U-Net (generators.unet1d): residual conv blocks modulated (FiLM) by the diffusion time and the pooled
+  text embedding, per-level down/upsampling factors with skip connections, self-attention at the deep
+  levels and cross-attention to the text tokens at every level (thesis section 5.3.2).
 - Extra conditioning for the upsampler and vocoder: channels concatenated to the waveform before the
   transform (`wave_cond_channels`, the interpolated low-rate audio) or to the transformed frames
   (`frame_cond_channels`, a mel spectrogram at the transform's frame rate).
@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bench.core.errors import ConfigError
-from generators.text_encoders import build_text_encoder, mean_pool, sinusoid
+from bench.core.errors import CheckpointError, ConfigError
+from generators.text_encoders import build_text_encoder
+from generators.unet1d import UNet1d, check_layout
 
 
 # ------------------------------------------------------------------------------------- transforms
@@ -67,38 +67,7 @@ class Transform(nn.Module):
         return self.synthesis(h)
 
 
-# ---------------------------------------------------------------------------------------- U-Net
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels), channels)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, emb_dim: int):
-        super().__init__()
-        self.norm1, self.conv1 = _norm(c_in), nn.Conv1d(c_in, c_out, 3, padding=1)
-        self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2, self.conv2 = _norm(c_out), nn.Conv1d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(emb)[..., None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        return self.skip(x) + self.conv2(F.silu(h))
-
-
-class CrossAttention(nn.Module):
-    def __init__(self, channels: int, text_dim: int, heads: int):
-        super().__init__()
-        self.norm = _norm(channels)
-        self.attn = nn.MultiheadAttention(channels, heads, kdim=text_dim, vdim=text_dim, batch_first=True)
-
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        q = self.norm(x).transpose(1, 2)
-        out, _ = self.attn(q, tokens, tokens, key_padding_mask=pad, need_weights=False)
-        return x + out.transpose(1, 2)
-
+# ------------------------------------------------------------------------------------------ network
 
 class ArchisoundNet(nn.Module):
     """v-prediction network: (noisy waveform, t, text, conditioning) -> v, all at the waveform's shape."""
@@ -106,39 +75,22 @@ class ArchisoundNet(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
         c = config
-        widths = list(c["widths"])
-        if not widths or any(w < 1 for w in widths):
-            raise ConfigError(f"config widths must be a non-empty list of positive integers, got {widths}")
-        self.channels, self.emb_dim = int(c["channels"]), int(c["emb_dim"])
+        if "cross_attentions" not in c:
+            raise CheckpointError("this ArchiSound config (or checkpoint) is from the earlier network (one text "
+                                  "cross-attention at the bottleneck, before the thesis's attention layout); it "
+                                  "does not load into the current one: retrain it with `bench train`")
+        check_layout(c, "archisound config")
+        self.channels = int(c["channels"])
         self.transform = Transform(c["transform"], self.channels + int(c.get("wave_cond_channels", 0)),
                                    self.channels, int(c["patch"]), int(c["transform_width"]))
         self.frame_cond = int(c.get("frame_cond_channels", 0))
         self.text = build_text_encoder(c) if c.get("text_conditioning") else None
-        self.time_mlp = nn.Sequential(nn.Linear(self.emb_dim, self.emb_dim), nn.SiLU(),
-                                      nn.Linear(self.emb_dim, self.emb_dim))
-        self.text_pool = nn.Linear(int(c["text_dim"]), self.emb_dim) if self.text is not None else None
-        self.stem = nn.Conv1d(self.transform.features + self.frame_cond, widths[0], 3, padding=1)
-        self.down_blocks, self.downsamples = nn.ModuleList(), nn.ModuleList()
-        for i, w in enumerate(widths):
-            self.down_blocks.append(ResBlock(widths[max(0, i - 1)] if i else widths[0], w, self.emb_dim))
-            if i < len(widths) - 1:
-                self.downsamples.append(nn.Conv1d(w, w, 4, stride=2, padding=1))
-        self.mid1 = ResBlock(widths[-1], widths[-1], self.emb_dim)
-        self.mid_attn = CrossAttention(widths[-1], int(c["text_dim"]), int(c["heads"])) if self.text is not None else None
-        self.mid2 = ResBlock(widths[-1], widths[-1], self.emb_dim)
-        self.up_blocks, self.upsamples = nn.ModuleList(), nn.ModuleList()
-        for i in reversed(range(len(widths))):
-            below = widths[-1] if i == len(widths) - 1 else widths[i + 1]
-            self.up_blocks.append(ResBlock(below + widths[i], widths[i], self.emb_dim))
-            if i > 0:
-                self.upsamples.append(nn.Conv1d(widths[i], widths[i], 3, padding=1))
-        self.head = nn.Sequential(_norm(widths[0]), nn.SiLU(), nn.Conv1d(widths[0], self.transform.features, 3,
-                                                                         padding=1))
-        if c["transform"] == "learned":
-            self.head_out = nn.Identity()
-        else:  # patch: the head already predicts the folded waveform channels of the noisy input only
-            self.head_out = nn.Conv1d(self.transform.features, self.channels * int(c["patch"]), 1)
-        self.multiple = int(c["patch"]) * 2 ** (len(widths) - 1)
+        # learned: the synthesis transform maps the U-Net's features back; patch: the U-Net predicts the
+        # folded waveform channels of the noisy input only
+        out = self.transform.features if c["transform"] == "learned" else self.channels * int(c["patch"])
+        self.unet = UNet1d(self.transform.features + self.frame_cond, out, c,
+                           int(c["text_dim"]) if self.text is not None else None)
+        self.multiple = int(c["patch"]) * self.unet.multiple
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens [B, L, text_dim], pad [B, L] True = padding)."""
@@ -149,28 +101,8 @@ class ArchisoundNet(nn.Module):
         n = x.shape[-1]
         if n % self.multiple:
             raise ValueError(f"waveform length {n} must be a multiple of {self.multiple}")
-        emb = self.time_mlp(sinusoid(t * 1000.0, self.emb_dim))
-        tokens = pad = None
-        if self.text is not None:
-            tokens, pad = text
-            emb = emb + self.text_pool(mean_pool(tokens, pad))
         inp = torch.cat([x, wave_cond], 1) if wave_cond is not None else x
         h = self.transform.encode(inp)
         if self.frame_cond:
             h = torch.cat([h, frame_cond], 1)
-        h = self.stem(h)
-        skips = []
-        for i, block in enumerate(self.down_blocks):
-            h = block(h, emb)
-            skips.append(h)
-            if i < len(self.downsamples):
-                h = self.downsamples[i](h)
-        h = self.mid1(h, emb)
-        if self.mid_attn is not None:
-            h = self.mid_attn(h, tokens, pad)
-        h = self.mid2(h, emb)
-        for j, block in enumerate(self.up_blocks):
-            h = block(torch.cat([h, skips.pop()], 1), emb)
-            if j < len(self.upsamples):
-                h = self.upsamples[j](F.interpolate(h, scale_factor=2, mode="nearest"))
-        return self.transform.decode(self.head_out(self.head(h)))
+        return self.transform.decode(self.unet(h, t, text if self.text is not None else None))

@@ -5,7 +5,8 @@ A generator module makes itself trainable with `@register_trainable(name)` on a 
 (bench.training.generator) then trains it on any clip set (manifest, folder, builtin:synthetic).
 
 Checkpoint = torch.save of a plain dict (loadable with weights_only=True):
-{"format", "generator", "config", "step", "model", "optimizer", "rng_state", "data_fingerprint", "training"}.
+{"format", "generator", "config", "step", "model", "optimizer", "rng_state", "data_fingerprint", "training"},
+and "ema" (the moving average of the weights) when the config asks for one: sampling then uses it.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class TrainingBatch:
     audio: torch.Tensor  # [B, C, N] float32 at config["sample_rate"]
     captions: list[str]
     ids: list[str]
+    # (i, N) per clip: the crop is the i-th (1-based) of the N segments its clip holds; None: not known
+    chunks: list[tuple[int, int]] | None = None
 
 
 class Trainable(Protocol):
@@ -97,7 +100,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_generator_checkpoint(path: str | Path, expected_generator: str) -> tuple[dict, dict, dict]:
-    """(config, model state_dict, meta) of a checkpoint written for `expected_generator`."""
+    """(config, model state_dict, meta) of a checkpoint written for `expected_generator`; the state dict is
+    the EMA weights when the checkpoint has them (what the papers sample with), else the trained ones."""
     state = read_checkpoint(path)
     if state["generator"] != expected_generator:
         raise CheckpointError(f"generator checkpoint {path} was trained for generator {state['generator']!r}, "
@@ -105,8 +109,9 @@ def load_generator_checkpoint(path: str | Path, expected_generator: str) -> tupl
     from bench.core.weights import sha256_file
 
     meta = {"path": str(path), "sha256": sha256_file(Path(path)), "step": int(state["step"]),
-            "data_fingerprint": state.get("data_fingerprint"), "training": state.get("training", {})}
-    return dict(state["config"]), state["model"], meta
+            "data_fingerprint": state.get("data_fingerprint"), "training": state.get("training", {}),
+            "weights": "ema" if state.get("ema") is not None else "trained"}
+    return dict(state["config"]), state["ema"] if state.get("ema") is not None else state["model"], meta
 
 
 def load_model_state(model: torch.nn.Module, state_dict: dict, source: str) -> None:
@@ -141,14 +146,18 @@ def model_for_generator(name: str, checkpoint: str | None, size: str = "tiny", s
         model = trainable.build(config, 0)
         load_model_state(model, state, f"generator checkpoint {checkpoint}")
         info = {"untrained": False, "label": f"step{meta['step']}-{meta['sha256'][:12]}",
-                "checkpoint": str(checkpoint), "sha256": meta["sha256"], "step": meta["step"]}
+                "checkpoint": str(checkpoint), "sha256": meta["sha256"], "step": meta["step"],
+                "weights": meta["weights"]}
     return model.eval(), config, info
 
 
 def checkpoint_metadata(info: dict) -> dict:
     """The weights behind an output (from model_for_generator's info), for every sample's metadata."""
-    return {"checkpoint": info["checkpoint"], "checkpoint_sha256": info["sha256"], "checkpoint_step": info["step"],
-            "untrained": info["untrained"]}
+    out = {"checkpoint": info["checkpoint"], "checkpoint_sha256": info["sha256"], "checkpoint_step": info["step"],
+           "untrained": info["untrained"]}
+    if info.get("weights") == "ema":  # said only when it is so: records of checkpoints without an EMA are unchanged
+        out["checkpoint_weights"] = "ema"
+    return out
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

@@ -13,7 +13,8 @@ from tests.generator_helpers import by_key, one_thread  # noqa: F401 (one_thread
 
 PROMPTS = (Prompt("synthetic-0000", "a pure sine tone", 0), Prompt("synthetic-0001", "a noise burst", 1),
            Prompt("synthetic-0002", "", 2))
-TINY = {"widths": [8, 16], "transform_width": 8, "emb_dim": 16, "text_dim": 16, "heads": 2, "duration_s": 0.25,
+TINY = {"widths": [8, 16], "factors": [1, 2], "items": [1, 1], "attentions": [0, 1], "cross_attentions": [1, 1],
+        "head_features": 8, "transform_width": 8, "emb_dim": 16, "text_dim": 16, "heads": 2, "duration_s": 0.25,
         "patch": 8}
 
 

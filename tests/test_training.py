@@ -13,7 +13,8 @@ from bench.core.seeding import derived_generator
 from generators.trainable import get_trainable, load_generator_checkpoint, load_model_state, read_checkpoint
 
 # A very small archisound: the training machinery is generic, the model only has to be real and fast.
-TINY = {"widths": [8, 16], "transform_width": 8, "emb_dim": 16, "text_dim": 16, "heads": 2, "duration_s": 0.25,
+TINY = {"widths": [8, 16], "factors": [1, 2], "items": [1, 1], "attentions": [0, 1], "cross_attentions": [1, 1],
+        "head_features": 8, "transform_width": 8, "emb_dim": 16, "text_dim": 16, "heads": 2, "duration_s": 0.25,
         "patch": 8}
 
 
@@ -85,7 +86,7 @@ def test_checkpoint_errors_name_the_problem(data, tmp_path):
     config, state, meta = load_generator_checkpoint(path, "archisound")
     assert meta["step"] == 1 and len(meta["sha256"]) == 64
     other = get_trainable("archisound").build({**config, "widths": [8, 24]}, 0)
-    with pytest.raises(CheckpointError, match=r"key 'down_blocks\.1\.conv1\.weight' has shape \(16, 8, 3\) "
+    with pytest.raises(CheckpointError, match=r"key 'unet\.down\.1\.0\.res\.conv1\.weight' has shape \(16, 8, 3\) "
                                               r"in the checkpoint but \(24, 8, 3\)"):
         load_model_state(other, state, "ckpt")
     with pytest.raises(CheckpointError, match="unexpected key 'extra'"):

@@ -68,17 +68,18 @@ class TrainingData:
     def batch(self, step: int, batch_size: int, seed: int) -> TrainingBatch:
         idx = epoch_batch(step, batch_size, len(self.clips), seed)
         crops = derived_generator(seed, "crop", step)
-        waves = []
+        waves, chunks = [], []
         for i in idx.tolist():
             wave = self.audio[i]
             spare = wave.shape[1] - self.segment
             offset = int(torch.randint(spare + 1, (1,), generator=crops)) if spare > 0 else 0
+            chunks.append((offset // self.segment + 1, max(1, -(-wave.shape[1] // self.segment))))
             piece = wave[:, offset:offset + self.segment]
             if piece.shape[1] < self.segment:  # short clip: zero-pad at the end
                 piece = np.pad(piece, ((0, 0), (0, self.segment - piece.shape[1])))
             waves.append(piece)
         return TrainingBatch(torch.from_numpy(np.stack(waves)), [self.captions[i] for i in idx.tolist()],
-                             [self.clips[i].id for i in idx.tolist()])
+                             [self.clips[i].id for i in idx.tolist()], chunks)
 
 
 @dataclass(frozen=True)
@@ -194,13 +195,17 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
     lr = _lr(settings, config)
     model = trainable.build(config, settings.seed)
     init = warm_start(name, trainable, model, config, init_from) if init_from is not None else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = build_optimizer(model, config, lr)
+    # after a warm start, so the average starts from its weights
+    ema = WeightsEMA(model, config["ema"]) if config.get("ema") else None
     start = 0
     resumed = _resume_state(out_dir, name, config, dataset.fingerprint, settings, init and init["sha256"])
     if resumed:
         path, state = resumed
         load_model_state(model, state["model"], str(path))
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load(state.get("ema"), path)
         start = int(state["step"])
         log(f"resuming {name} from {path} (step {start})")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,8 +218,9 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
     log(f"training {name} ({size}, {n_params / 1e3:.0f}k parameters) on {dataset.source}: {len(dataset.clips)} "
         f"clips at {config['sample_rate']} Hz, {settings.steps} steps of {settings.batch_size} x "
         f"{config['duration_s']} s, lr {lr:g}, seed {settings.seed} -> {out_dir}")
-    training_meta = {**asdict(settings), "lr": lr, "size": size, "data": dataset.source, "optimizer": "Adam",
-                     "torch": str(torch.__version__), **({"init_from": init} if init else {})}
+    training_meta = {**asdict(settings), "lr": lr, "size": size, "data": dataset.source,
+                     "optimizer": optimizer_spec(config), "ema": config.get("ema"), "torch": str(torch.__version__),
+                     **({"init_from": init} if init else {})}
     if init:
         log(f"initialised from {init['checkpoint']} (step {init['step']}); config changes: "
             + (", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in init["changed"].items()) or "none"))
@@ -230,20 +236,77 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
         save_checkpoint(out_dir / f"step-{done:06d}.pt", {
             "format": FORMAT, "generator": name, "config": config, "step": done,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
             "rng_state": {"scheme": "per-step sha256(seed:purpose:step) torch.Generators",
                           "seed": settings.seed, "next_step": done,
                           "next_loss_generator": derived_generator(settings.seed, "loss", done).get_state()},
             "data_fingerprint": dataset.fingerprint, "training": training_meta})
 
+    def after_step(done: int, loss: float, log_file) -> None:
+        if ema is not None:
+            ema.update(model, done)
+        log_file.write(json.dumps({"step": done, "loss": loss}) + "\n")
+
     with open(out_dir / LOG_NAME, "a") as log_file:
         losses = run_steps(model, optimizer, start, settings.steps, step_loss, every=settings.every, checkpoint=save,
                            desc=f"train {name}", progress=progress, grad_clip=settings.grad_clip,
-                           after_step=lambda done, loss: log_file.write(json.dumps({"step": done, "loss": loss}) + "\n"))
+                           after_step=lambda done, loss: after_step(done, loss, log_file))
         if settings.steps % settings.every:
             save(settings.steps)  # the last step is always kept
     if losses:
         log(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f} (mean of last 10: {np.mean(losses[-10:]):.4f})")
     return TrainOutcome(out_dir, list_checkpoints(out_dir), start, losses, config)
+
+
+def optimizer_spec(config: dict) -> dict:
+    """The config's "optimizer" (name adam or adamw, betas, eps, weight_decay); none: Adam with torch's defaults."""
+    spec = {"name": "adam", **(config.get("optimizer") or {})}
+    unknown = set(spec) - {"name", "betas", "eps", "weight_decay"}
+    if unknown or spec["name"] not in ("adam", "adamw"):
+        raise ConfigError(f"config optimizer {spec!r}: name must be adam or adamw, keys only betas, eps, "
+                          f"weight_decay{f' (unknown: {sorted(unknown)})' if unknown else ''}")
+    return spec
+
+
+def build_optimizer(model: torch.nn.Module, config: dict, lr: float) -> torch.optim.Optimizer:
+    spec = optimizer_spec(config)
+    kwargs = {k: tuple(v) if k == "betas" else float(v) for k, v in spec.items() if k != "name"}
+    optimizer_class = torch.optim.AdamW if spec["name"] == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=lr, **kwargs)
+
+
+class WeightsEMA:
+    """Exponential moving average of the weights (config "ema": {"beta", "power"}), kept in the checkpoint
+    under "ema" and used for sampling. The decay warms up as ema-pytorch's: at step k it is
+    min(beta, 1 - (1 + k) ** -power), so early averages are not dominated by the random initialisation."""
+
+    def __init__(self, model: torch.nn.Module, spec: dict):
+        unknown = set(spec) - {"beta", "power"}
+        if unknown or not 0 < float(spec.get("beta", 0)) < 1:
+            raise ConfigError(f"config ema {spec!r}: needs beta in (0, 1) and optionally power; "
+                              f"unknown keys {sorted(unknown)}")
+        self.beta, self.power = float(spec["beta"]), float(spec.get("power", 1.0))
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def decay(self, step: int) -> float:
+        return min(self.beta, 1.0 - (1.0 + step) ** -self.power)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = self.decay(step)
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[key].mul_(d).add_(value.detach(), alpha=1.0 - d)
+            else:
+                self.shadow[key].copy_(value)
+
+    def state_dict(self) -> dict:
+        return {k: v.clone() for k, v in self.shadow.items()}
+
+    def load(self, state: dict | None, path: Path) -> None:
+        if state is None:
+            raise ConfigError(f"{path} has no EMA weights but the config asks for an EMA; give another --out")
+        self.shadow = {k: v.clone() for k, v in state.items()}
 
 
 def _truncate_log(path: Path, step: int) -> None:
