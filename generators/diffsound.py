@@ -1,17 +1,21 @@
 """Diffsound (Yang et al. 2023): text -> VQ mel tokens by discrete diffusion -> mel -> vocoder.
 
-Parts (each its own nn.Module inside one trainable model):
-- VQ-VAE on log-mel spectrograms: conv encoder, a spatial quantizer (every (mel, frame) cell of the
-  downsampled grid is one token of a K-entry codebook; straight-through gradients, codebook and
-  commitment losses), conv decoder.
-- Discrete diffusion decoder: a transformer over the token grid (sinusoidal 2-D positions, time
-  embedding, cross-attention to the text) predicting p(x0 | x_t, text); the mask-and-uniform transition
-  and its posterior live in generators.diffsound_diffusion. Loss = L_vlb + aux_weight * L_x0 (eq. 23).
-- Text conditioning through the pluggable encoder registry (generators.text_encoders).
-- Vocoder: a small trainable mel vocoder, or Griffin-Lim (config "vocoder": "griffin-lim"), which the
-  output metadata names as a phase-reconstruction fallback.
+Parts (generators.diffsound_modules, laid out as the authors' checkpoints so their weights load key for key):
+- `content_codec`: the VQ-VAE on log-mels (SpecVQGAN: ResNet/attention conv encoder, a spatial quantizer
+  where every (mel, frame) cell of the downsampled grid is one of K tokens, conv decoder); trained with
+  eq. 2 (L1 + codebook + commitment) and, with `adversarial_weight` > 0, eq. 3's VQ-GAN adversarial loss
+  (PatchGAN discriminator `content_codec.loss.discriminator`; the paper's lambda_d = 0.8).
+- `transformer.transformer`: the discrete diffusion network (token + height/width embeddings, blocks of
+  self-attention, cross-attention to the text and an MLP, the time step through AdaLN) predicting
+  p(x0 | x_t, text); the mask-and-uniform transition and its posterior live in
+  generators.diffsound_diffusion. Loss = L_vlb + aux_weight * L_x0 (eq. 23).
+- `transformer.condition_emb`: the text encoder (registry generators.text_encoders; the paper config uses
+  `clip-text`, CLIP's text tower; tiny uses `hashed-words`).
+- `vocoder`: a small trainable mel vocoder, or Griffin-Lim (config "vocoder": "griffin-lim"), which the
+  output metadata names as a phase-reconstruction fallback. The authors' MelGAN is not part of this model.
 The tiny config trains all parts jointly (the diffusion loss sees detached tokens) so `bench train
 diffsound` gives a working system in minutes; the paper trains them in stages on AudioSet/AudioCaps.
+`load_official` reads the authors' published checkpoints into the paper config.
 
 Sampling: Algorithm 2. `steps` or option `time_stride` choose the stride Delta_t (steps = ceil(T/stride)).
 """
@@ -27,70 +31,23 @@ from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_rng)
 from generators.diffsound_diffusion import MaskUniformSchedule, steps_for_stride
-from generators.mel_audio import (MelSpec, MelVocoder, check_vocoder, grid_positions, mel_to_wave, pad_frames,
-                                  stft_loss)
-from generators.text_encoders import build_text_encoder, sinusoid
+from generators.diffsound_modules import (DiffusionNet, DiffusionTransformer, SpecVQGAN, grid_sequence,
+                                          sequence_grid)
+from generators.mel_audio import MelSpec, MelVocoder, check_vocoder, mel_to_wave, pad_frames, stft_loss
+from generators.text_encoders import build_text_encoder
 from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 
 NAME = "diffsound"
 
 
-class VQVAE(nn.Module):
-    def __init__(self, n_mels: int, channels: int, codebook_size: int, code_dim: int, downsample: int):
-        super().__init__()
-        layers, ch = [nn.Conv2d(1, channels, 3, padding=1)], channels
-        for _ in range(int(math.log2(downsample))):
-            layers += [nn.GELU(), nn.Conv2d(ch, ch, 4, stride=2, padding=1)]
-        self.encoder = nn.Sequential(*layers, nn.GELU(), nn.Conv2d(ch, code_dim, 1))
-        self.codebook = nn.Embedding(codebook_size, code_dim)
-        nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
-        layers = [nn.Conv2d(code_dim, ch, 3, padding=1)]
-        for _ in range(int(math.log2(downsample))):
-            layers += [nn.GELU(), nn.ConvTranspose2d(ch, ch, 4, stride=2, padding=1)]
-        self.decoder = nn.Sequential(*layers, nn.GELU(), nn.Conv2d(ch, 1, 3, padding=1))
-
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z [B, D, F, T] -> (token grid [B, F, T], quantized [B, D, F, T]); nearest codebook entry per cell."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.weight.T
-                + self.codebook.weight.pow(2).sum(1))
-        tokens = dist.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
-        return tokens, self.lookup(tokens)
-
-    def lookup(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.codebook(tokens).permute(0, 3, 1, 2)
-
-    def encode(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.quantize(self.encoder(mel[:, None]))[0]
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.lookup(tokens))[:, 0]
-
-    def loss(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(mel[:, None])
-        tokens, q = self.quantize(z)
-        recon = self.decoder(z + (q - z).detach())[:, 0]  # straight-through estimator
-        vq = F.mse_loss(q, z.detach()) + 0.25 * F.mse_loss(z, q.detach())
-        return F.l1_loss(recon, mel) + vq, tokens
+def downsample(config: dict) -> int:
+    return 2 ** (len(config["vq_ch_mult"]) - 1)
 
 
-class DiffusionTransformer(nn.Module):
-    """p(x0 | x_t, text) over a flattened token grid; input vocabulary K tokens + [MASK]."""
-
-    def __init__(self, codebook_size: int, dim: int, layers: int, heads: int):
-        super().__init__()
-        self.dim = dim
-        self.embed = nn.Embedding(codebook_size + 1, dim)
-        self.time = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        layer = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerDecoder(layer, layers)
-        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, codebook_size))
-
-    def forward(self, x_t: torch.Tensor, grid: tuple[int, int], t: torch.Tensor, text: torch.Tensor,
-                text_pad: torch.Tensor) -> torch.Tensor:
-        pos = grid_positions(*grid, self.dim).to(x_t.device)
-        h = self.embed(x_t) + pos + self.time(sinusoid(t, self.dim).to(x_t.device))[:, None]
-        return self.out(self.blocks(h, text, memory_key_padding_mask=text_pad))  # logits [B, N, K]
+def token_grid(config: dict) -> tuple[int, int]:
+    """(mel rows, frame columns) of the token grid of a `duration_s` clip: the paper's 80 x 848 -> 5 x 53."""
+    d = downsample(config)
+    return config["n_mels"] // d, config["vq_resolution"] // d
 
 
 class DiffsoundModel(nn.Module):
@@ -99,46 +56,58 @@ class DiffsoundModel(nn.Module):
         c = config
         self.config = dict(config)
         self.mel = MelSpec(c["sample_rate"], c["n_fft"], c["hop"], c["n_mels"])
-        self.vqvae = VQVAE(c["n_mels"], c["vq_channels"], c["codebook_size"], c["code_dim"], c["downsample"])
-        self.text = build_text_encoder(c)
-        self.text_proj = nn.Linear(c["text_dim"], c["dim"])
-        self.denoiser = DiffusionTransformer(c["codebook_size"], c["dim"], c["layers"], c["heads"])
+        self.grid = token_grid(c)
+        self.content_codec = SpecVQGAN(c)
+        self.transformer = DiffusionTransformer(build_text_encoder(c), DiffusionNet(c, self.grid))
         self.vocoder = MelVocoder(c["n_mels"], c["hop"], c["vocoder_width"]) if c["vocoder"] == "learned" else None
         self.schedule = MaskUniformSchedule(c["codebook_size"], c["timesteps"], c["final_mask_rate"])
 
     def frames(self, n_samples: int) -> int:
-        """Mel frames for n samples, rounded up to a multiple of the VQ downsampling."""
-        d = self.config["downsample"]
-        return math.ceil((n_samples // self.config["hop"] + 1) / d) * d
+        """Mel frames for n samples, rounded down to a multiple of the VQ downsampling (the authors crop
+        their 860-frame mels to 848) and at most the trained `vq_resolution`."""
+        d = downsample(self.config)
+        return max(d, min(self.config["vq_resolution"], (n_samples // self.config["hop"] + 1) // d * d))
 
     def logmel(self, wave: torch.Tensor) -> torch.Tensor:
         return pad_frames(self.mel(wave), self.frames(wave.shape[-1]))
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        h, pad = self.text(captions)
-        return self.text_proj(h), pad
+        return self.transformer.condition_emb(captions)
 
-    def p_x0(self, x_t, grid, t, text, pad) -> torch.Tensor:
-        return self.denoiser(x_t, grid, t, text, pad).float().log_softmax(-1)
+    def p_x0(self, x_t, t, text, pad) -> torch.Tensor:
+        """log p(x0 | x_t) [B, N, K]; t in 1..T (the network's step embedding is 0-based, as the authors')."""
+        return self.transformer.transformer(x_t, t - 1, text, pad).float().log_softmax(-1)
+
+
+# The paper's VQ-VAE and transformer (section V-B) with the authors' checkpoint layout (Diffsound/configs/
+# caps.yaml in yangdongchao/Text-to-sound-Synthesis): 22.05 kHz, 1024-point window, hop 256, 80 mels; 860
+# frames cropped to 848 -> 5 x 53 = 265 tokens, K = 256 codes of dim 256; 19 layers, 16 heads, 1024-d; T = 100.
+PAPER = {"sample_rate": 22050, "duration_s": 10.0, "n_fft": 1024, "hop": 256, "n_mels": 80,
+         "vq_ch": 128, "vq_ch_mult": [1, 1, 2, 2, 4], "vq_res_blocks": 2, "vq_attn_resolutions": [53],
+         "vq_resolution": 848, "z_channels": 256, "codebook_size": 256, "code_dim": 256,
+         "adversarial_weight": 0.8, "disc_channels": 64, "disc_layers": 3,
+         "dim": 1024, "layers": 19, "heads": 16, "mlp_ratio": 4, "timesteps": 100, "final_mask_rate": 0.9,
+         "aux_weight": 1e-4, "text_encoder": "clip-text", "text_dim": 512, "text_vocab": 49408,
+         "text_max_words": 77, "text_layers": 12, "text_heads": 8, "vocoder": "griffin-lim", "vocoder_width": 512,
+         # section V-B: AdamW (0.9, 0.94), base learning rate 3e-6; the authors' weight decay 4.5e-2
+         "lr": 3e-6, "optimizer": {"name": "adamw", "betas": [0.9, 0.94], "weight_decay": 4.5e-2},
+         "max_duration_s": 10.0}
+TINY = {"sample_rate": 16000, "duration_s": 1.0, "n_fft": 512, "hop": 256, "n_mels": 32,
+        "vq_ch": 32, "vq_ch_mult": [1, 1, 2], "vq_res_blocks": 1, "vq_attn_resolutions": [15],
+        "vq_resolution": 60, "z_channels": 32, "codebook_size": 64, "code_dim": 32,
+        "adversarial_weight": 0.0, "disc_channels": 16, "disc_layers": 2,
+        "dim": 64, "layers": 2, "heads": 2, "mlp_ratio": 4, "timesteps": 20, "final_mask_rate": 0.9,
+        "aux_weight": 1.0, "text_encoder": "hashed-words", "text_dim": 64, "text_vocab": 1024,
+        "text_max_words": 16, "vocoder": "learned", "vocoder_width": 32, "lr": 2e-3, "max_duration_s": 1.0}
 
 
 @register_trainable(NAME)
 class DiffsoundTrainable:
     def default_config(self, size: str = "tiny") -> dict:
         if size == "tiny":  # trains on the built-in synthetic set in minutes on 2 CPU cores
-            return {"sample_rate": 16000, "duration_s": 1.0, "n_fft": 512, "hop": 256, "n_mels": 32,
-                    "vq_channels": 32, "codebook_size": 64, "code_dim": 32, "downsample": 4,
-                    "dim": 64, "layers": 2, "heads": 2, "timesteps": 20, "final_mask_rate": 0.9,
-                    "aux_weight": 1.0, "text_encoder": "hashed-words", "text_dim": 64, "text_vocab": 1024,
-                    "text_max_words": 16, "vocoder": "learned", "vocoder_width": 32, "lr": 2e-3,
-                    "max_duration_s": 10.0}
-        if size == "paper":  # Section V: 22.05 kHz, 80 mels, 860x80 -> 53x5 tokens, K=256, T=100
-            return {"sample_rate": 22050, "duration_s": 10.0, "n_fft": 1024, "hop": 256, "n_mels": 80,
-                    "vq_channels": 128, "codebook_size": 256, "code_dim": 256, "downsample": 16,
-                    "dim": 512, "layers": 12, "heads": 8, "timesteps": 100, "final_mask_rate": 0.9,
-                    "aux_weight": 1e-4, "text_encoder": "hashed-words", "text_dim": 512, "text_vocab": 49408,
-                    "text_max_words": 77, "vocoder": "learned", "vocoder_width": 512, "lr": 3e-6,
-                    "max_duration_s": 10.0}
+            return dict(TINY)
+        if size == "paper":
+            return {k: (dict(v) if isinstance(v, dict) else v) for k, v in PAPER.items()}
         raise ConfigError(f"diffsound: unknown size {size!r}; known: tiny, paper")
 
     def build(self, config: dict, seed: int) -> nn.Module:
@@ -150,14 +119,13 @@ class DiffsoundTrainable:
     def training_loss(self, model: DiffsoundModel, batch: TrainingBatch, rng: torch.Generator) -> torch.Tensor:
         wave = batch.audio.mean(1)  # mono [B, N]
         mel = model.logmel(wave)
-        vq_loss, tokens = model.vqvae.loss(mel)
-        x0 = tokens.detach().flatten(1)
-        grid = tuple(tokens.shape[1:])
+        vq_loss, tokens = model.content_codec.loss_terms(mel, model.config["adversarial_weight"])
+        x0 = grid_sequence(tokens.detach())
         sched = model.schedule
         t = torch.randint(1, sched.T + 1, (x0.shape[0],), generator=rng)
         x_t = sched.q_sample(x0, t, rng)
         text, pad = model.encode_text(batch.captions)
-        log_p0 = model.p_x0(x_t, grid, t, text, pad)  # [B, N, K]
+        log_p0 = model.p_x0(x_t, t, text, pad)  # [B, N, K]
         # L_vlb: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) per position (at t = 1 it is -log p(x0))
         vlb = []
         for i in range(x0.shape[0]):
@@ -176,9 +144,12 @@ class DiffsoundTrainable:
 
 def check_config(config: dict) -> None:
     check_vocoder(NAME, config)
-    d = config["downsample"]
-    if d < 1 or d & (d - 1) or config["n_mels"] % d:
-        raise ConfigError(f"diffsound config downsample={d} must be a power of 2 dividing n_mels={config['n_mels']}")
+    d = downsample(config)
+    if config["n_mels"] % d or config["vq_resolution"] % d:
+        raise ConfigError(f"diffsound config: n_mels={config['n_mels']} and vq_resolution={config['vq_resolution']} "
+                          f"must be multiples of the VQ downsampling {d} (2^(len(vq_ch_mult) - 1))")
+    if config["vq_ch"] % 32:
+        raise ConfigError(f"diffsound config vq_ch={config['vq_ch']} must be a multiple of 32 (GroupNorm(32))")
     if not 0 <= config["final_mask_rate"] <= 1:
         raise ConfigError(f"diffsound config final_mask_rate={config['final_mask_rate']} must be in [0, 1]")
 
@@ -220,8 +191,7 @@ class DiffsoundGenerator:
         chain = self.model.schedule.stride_chain(stride)
         rate = self.native_sample_rates[0]
         n = int(round(request.duration_s * rate))
-        frames = self.model.frames(n)
-        grid = (self.config["n_mels"] // self.config["downsample"], frames // self.config["downsample"])
+        grid = (self.model.grid[0], self.model.frames(n) // downsample(self.config))
         out = []
         for p in request.prompts:
             if not p.text.strip():
@@ -232,11 +202,11 @@ class DiffsoundGenerator:
                 rng = sample_rng(request.seed, p.index, k)
                 x = self.model.schedule.sample_prior((1, grid[0] * grid[1]), rng)
                 for t, s in chain:  # Algorithm 2: x_t -> x_{t - stride}
-                    probs = self.model.p_x0(x, grid, torch.tensor([t]), text, pad).exp().double()
+                    probs = self.model.p_x0(x, torch.tensor([t]), text, pad).exp().double()
                     post = self.model.schedule.posterior(probs, x, s, t)
                     x = torch.multinomial(post[0], 1, generator=rng)[:, 0][None]
                 x = x.clamp_max(self.model.schedule.K - 1)  # x_0 holds no mask (posterior at s=0 excludes it)
-                mel = self.model.vqvae.decode(x.view(1, *grid))
+                mel = self.model.content_codec.decode(sequence_grid(x, grid))
                 wave, vocoder = mel_to_wave(mel, n, self.model.mel, self.model.vocoder)
                 wave, rate_meta = at_requested_rate(wave, rate, request, self.context.resampler)
                 meta = {"generator": NAME, "generator_version": self.version, **checkpoint_metadata(self.info),
@@ -252,5 +222,15 @@ class DiffsoundGenerator:
 @register_generator(NAME, "Diffsound: VQ-VAE mel tokens + mask-and-uniform discrete diffusion (bench train "
                           "diffsound; tiny untrained without a checkpoint)")
 def _diffsound(checkpoint: str | None, context: GeneratorContext) -> DiffsoundGenerator:
+    from generators import diffsound_official
+
+    if checkpoint is not None and diffsound_official.is_official(checkpoint):
+        trainable = DiffsoundTrainable()
+        config = trainable.default_config("paper")
+        model = trainable.build(config, 0)
+        loaded = diffsound_official.load_official(model, checkpoint)
+        info = {"untrained": False, "label": f"official-{loaded['sha256'][:12]}", "checkpoint": str(checkpoint),
+                "sha256": loaded["sha256"], "step": None, "official": loaded}
+        return DiffsoundGenerator(model.eval(), config, info, context)
     model, config, info = model_for_generator(NAME, checkpoint)
     return DiffsoundGenerator(model, config, info, context)

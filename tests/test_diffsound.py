@@ -137,3 +137,125 @@ def test_untrained_griffin_lim_and_bad_input(trained, tmp_path):
         build_generator("diffsound", str(bad), GeneratorContext())
     with pytest.raises(CheckpointError, match="trained for generator 'diffsound'"):
         build_generator("srcgaudio", str(trained), GeneratorContext())
+
+
+# ------------------------------------------------------------------ the paper config and the authors' weights
+
+def test_paper_config_is_the_papers_model_and_the_authors_layout_key_for_key():
+    """Section V-B: 22.05 kHz, 80 mels, an 860-frame mel cropped to 848 -> 5 x 53 = 265 tokens, K = 256 codes of
+    dim 256, a 19-layer, 16-head, 1024-d transformer, T = 100; every name and shape of the authors' diffusion
+    checkpoint (enumerated from their code in tests/diffsound_official_layout.py) is one of ours, on the
+    meta device (no memory)."""
+    from generators.diffsound import DiffsoundModel, token_grid
+    from generators.diffsound_official import SCHEDULE_BUFFERS
+    from generators.trainable import describe_model
+    from tests.diffsound_official_layout import diffusion_checkpoint_layout, discriminator_layout
+
+    config = get_trainable("diffsound").default_config("paper")
+    assert (config["layers"], config["heads"], config["dim"], config["timesteps"]) == (19, 16, 1024, 100)
+    assert (config["codebook_size"], config["code_dim"], config["n_mels"], config["hop"]) == (256, 256, 80, 256)
+    assert token_grid(config) == (5, 53) and 5 * 53 == 265
+    assert config["optimizer"] == {"name": "adamw", "betas": [0.9, 0.94], "weight_decay": 4.5e-2}
+    with torch.device("meta"):
+        model = DiffsoundModel(config)
+    assert model.frames(10 * 22050) == 848  # 10 s: 862 centred frames (the paper's ~860) cropped to 848
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    official = diffusion_checkpoint_layout(config, token_grid(config))
+    dropped = {k for k in official if k.endswith(".attn2.mask") or k.split(".")[-1] in SCHEDULE_BUFFERS}
+    expected = {k: v for k, v in official.items() if k not in dropped}
+    expected.update({f"content_codec.{k}": v for k, v in discriminator_layout(64, 3).items()})
+    assert ours == expected
+    # bench describe's count: the transformer is 19 blocks of ~20.1M; the whole model the authors' parameters
+    described = describe_model("diffsound", "paper")
+    net = described.modules["transformer.transformer"]
+    assert abs(net - 383.4e6) <= 0.05 * 383.4e6
+    n_params = sum(int(np.prod(v)) for k, v in expected.items()
+                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert described.total == n_params
+
+
+def _official_files(tmp_path, config, seed=0):
+    """A diffusion checkpoint and a VQ-VAE checkpoint in the authors' formats, random tensors of their
+    names and shapes (what a download of theirs holds), for `config`."""
+    from generators.diffsound import token_grid
+    from tests.diffsound_official_layout import diffusion_checkpoint_layout, discriminator_layout, vqgan_layout
+
+    g = torch.Generator().manual_seed(seed)
+
+    def tensors(layout):
+        return {k: (torch.zeros(v, dtype=torch.long) if k.endswith("num_batches_tracked") else
+                    torch.rand(v, generator=g) + 0.5 if k.endswith("running_var") else
+                    0.05 * torch.randn(v, generator=g)) for k, v in layout.items()}
+
+    model = tensors(diffusion_checkpoint_layout(config, token_grid(config)))
+    ema = {k[len("transformer."):]: v + 0.01 for k, v in model.items() if k.startswith("transformer.")}
+    vq = tensors({**vqgan_layout(config), **discriminator_layout(config["disc_channels"], config["disc_layers"]),
+                  "loss.perceptual_loss.net.lin0.weight": (1, 4, 1, 1)})
+    diffusion_path, vq_path = tmp_path / "diffsound_caps.pth", tmp_path / "last.ckpt"
+    torch.save({"model": model, "ema": ema, "last_epoch": 299}, diffusion_path)
+    torch.save({"state_dict": vq, "global_step": 1000}, vq_path)
+    return diffusion_path, vq_path, model, ema, vq
+
+
+SMALL_CLIP = {"text_encoder": "clip-text", "text_dim": 32, "text_vocab": 100, "text_max_words": 8,
+              "text_layers": 1, "text_heads": 2, "adversarial_weight": 0.8, "vocoder": "griffin-lim"}
+
+
+def test_the_authors_checkpoints_load_key_for_key_and_generate(tmp_path, monkeypatch):
+    from generators.diffsound import DiffsoundGenerator, DiffsoundTrainable
+    from generators.diffsound_official import is_official, load_official
+    from generators.text_encoders import ClipTextTower
+
+    trainable = DiffsoundTrainable()
+    config = {**trainable.default_config("tiny"), **SMALL_CLIP}
+    diffusion_path, vq_path, model_state, ema, vq = _official_files(tmp_path, config)
+    assert is_official(diffusion_path) and not is_official(vq_path)
+    bench_format = tmp_path / "bench.pt"
+    torch.save({"format": "bench-generator-checkpoint/1", "model": torch.load(diffusion_path)["model"]}, bench_format)
+    assert not is_official(bench_format)
+    model = trainable.build(config, seed=0)
+    info = load_official(model, diffusion_path, vq_path)
+    state = model.state_dict()
+    assert info["epoch"] == 299 and info["discriminator"] == "from the VQ-VAE checkpoint"
+    assert torch.equal(state["content_codec.encoder.conv_in.weight"], model_state["content_codec.encoder.conv_in.weight"])
+    # the transformer takes the EMA weights, as the authors' sampling does
+    key = "transformer.blocks.1.attn2.key.weight"
+    assert torch.equal(state[f"transformer.{key}"], ema[key])
+    assert torch.equal(state["transformer.condition_emb.positional_embedding"],
+                       ema["condition_emb.positional_embedding"])
+    assert torch.equal(state["content_codec.loss.discriminator.main.2.weight"], vq["loss.discriminator.main.2.weight"])
+    # CLIP's tokenizer is not in this offline cache: ids from a fixed table stand in for its BPE
+    monkeypatch.setattr(ClipTextTower, "ids", lambda self, caps: torch.tensor(
+        [[49406 % 100, *(len(w) for w in c.split())][:8] + [0] * (8 - min(8, 1 + len(c.split()))) for c in caps]))
+    gen = DiffsoundGenerator(model.eval(), config, {"untrained": False, "label": "official-test", "checkpoint": None,
+                                                    "sha256": info["sha256"], "step": None}, GeneratorContext())
+    out = gen.generate(_request(prompts=PROMPTS[:1], steps=2, duration_s=0.5))[0]
+    assert out.waveform.shape == (1, 8000) and np.isfinite(out.waveform).all()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    bad_t = {**config, "timesteps": 10}
+    with pytest.raises(CheckpointError, match=r"transformer.log_at has shape \(20,\), expected \(10,\)"):
+        load_official(trainable.build(bad_t, 0), diffusion_path)
+    wider = {**config, "dim": 32}
+    with pytest.raises(CheckpointError, match="incompatible checkpoint: key 'transformer.transformer.content_emb"):
+        load_official(trainable.build(wider, 0), diffusion_path)
+    no_disc = load_official(trainable.build(config, 0), diffusion_path)
+    assert no_disc["discriminator"] == "seeded (no VQ-VAE checkpoint given)"
+
+
+def test_adversarial_loss_is_an_option_with_its_weight():
+    """Eq. 3: with adversarial_weight > 0 the VQ-VAE loss gains the VQ-GAN terms, and the discriminator learns."""
+    trainable = get_trainable("diffsound")
+    clips = synthetic_dataset(n_clips=2, sample_rate=16000, duration_s=1.0, seed=1)
+    audio = torch.stack([torch.from_numpy(clips.load(c)[0]) for c in clips.clips]).float()
+    batch = TrainingBatch(audio, ["a", "b"], ["a", "b"])
+    losses = {}
+    for weight in (0.0, 0.8):
+        model = trainable.build({**trainable.default_config("tiny"), "adversarial_weight": weight}, seed=0)
+        mel = model.logmel(batch.audio.mean(1))
+        losses[weight] = model.content_codec.loss_terms(mel, weight)[0]
+        assert hasattr(model.content_codec, "loss") == (weight > 0)
+    assert losses[0.8].item() != losses[0.0].item()
+    losses[0.8].backward()
+    assert model.content_codec.loss.discriminator.main[0].weight.grad.abs().sum() > 0
