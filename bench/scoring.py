@@ -56,20 +56,28 @@ def clip_batches(examples, batch_size: int) -> list[list[int]]:
 class _ClipOutputs:
     """One clip's batch outputs as the backbone returned them (tensors possibly still on the device)."""
 
-    parts: list[dict]  # per batch of clip_batches: {name: [len(batch), dim]}
+    # per batch of clip_batches: {name: [len(batch), dim]}, or [len(batch), frames, dim] for a backbone
+    # that gives several rows (frames) per example (EnCodec, DAC, MERT): its rows are the frames in order
+    parts: list[dict]
     order: np.ndarray  # rows of the concatenated batches, in example order
 
     def host(self, outputs: dict[str, int]) -> dict[str, np.ndarray]:
         if not self.parts:
             return {name: np.zeros((0, dim), np.float32) for name, dim in outputs.items()}
         out = {}
-        for name in outputs:
+        for name, dim in outputs.items():
             values = [p[name] for p in self.parts]
             if not isinstance(values[0], np.ndarray):  # torch tensors: one copy to the host per output
                 import torch
 
-                values = [torch.cat(values).cpu().numpy()]
-            out[name] = np.ascontiguousarray(np.concatenate(values)[self.order], np.float32)
+                same = all(v.shape[1:] == values[0].shape[1:] for v in values)
+                values = [torch.cat(values).cpu().numpy()] if same else [v.cpu().numpy() for v in values]
+            if values[0].ndim == 2:
+                out[name] = np.ascontiguousarray(np.concatenate(values)[self.order], np.float32)
+            else:  # frames per example: example by example, then their frames in order
+                examples = [example for v in values for example in v]
+                rows = [examples[i] for i in self.order]
+                out[name] = np.ascontiguousarray(np.concatenate(rows).reshape(-1, dim), np.float32)
         return out
 
 

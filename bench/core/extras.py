@@ -17,6 +17,7 @@ EXTRAS = {
     "clap": "CLAP score metrics (clap@*)",
     "passt": "PaSST KL metrics (kl-passt@*)",
     "panns": "PANNs metrics (fd/is/kl-panns*, kad-panns*)",
+    "fadtk": "fadtk's embedding models as FAD metrics (fad-*@fadtk: CLAP, EnCodec, DAC, MERT)",
     "captions": "caption metrics (caption-*) and the Whisper captioners",
     "ray": "the Ray executor (--executor ray)",
     "diffusers": "the AudioLDM 2 generator (diffusers)",

@@ -6,6 +6,9 @@
 - "julius":     julius.resample_frac with its defaults, as audiocraft converts audio.
 - "sinc-hann":  our float64 implementation of torchaudio.functional.resample's default algorithm
                 (Hann-windowed sinc, lowpass_filter_width=6, rolloff=0.99); runs without torchaudio.
+- "sinc-kaiser-best": the same algorithm with torchaudio's "kaiser_best" settings (Kaiser window, beta
+                14.769656459379492, lowpass_filter_width=64, rolloff=0.9475937167399596), float64: how fadtk
+                resamples every file (fadtk/fad.py, FrechetAudioDistance.load_audio).
 - "torchaudio": torchaudio.functional.resample itself, where torchaudio loads (on CPU-only torch without
                 its compiled extension: bench.core.torch_compat.ensure_torchaudio_importable).
 - "resampy-kaiser-best": resampy's kaiser_best filter, output length ceil(n * target / orig): librosa<0.10's
@@ -21,11 +24,14 @@ import numpy as np
 from bench.core.audio import check_waveform
 from bench.core.errors import BenchError, ConfigError
 
-RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio", "soxr-hq", "resampy-kaiser-best")
+RESAMPLERS = ("soxr-vhq", "julius", "sinc-hann", "torchaudio", "soxr-hq", "resampy-kaiser-best", "sinc-kaiser-best")
 NO_RESAMPLING = "none"  # e.g. a suite's `resampler = "none"`: equal rates pass, anything else is refused
 
 SINC_HANN_VERSION = "1"  # bump when the sinc-hann output changes
 SINC_HANN_PARAMS = {"lowpass_filter_width": 6, "rolloff": 0.99, "window": "hann"}
+SINC_KAISER_VERSION = "1"  # bump when the sinc-kaiser-best output changes
+SINC_KAISER_PARAMS = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596, "window": "kaiser",
+                      "beta": 14.769656459379492}
 _MAX_KERNEL_TAPS = 20_000_000  # phases x taps; beyond this the polyphase matrix is too large
 _FRAMES_PER_BLOCK = 16384      # bounds the memory of the strided convolution
 
@@ -66,6 +72,9 @@ def resampler_info(method: str) -> dict:
     if method == "sinc-hann":
         return {"name": method, "library": "bench.core.resample", "library_version": SINC_HANN_VERSION,
                 "params": {**SINC_HANN_PARAMS, "precision": "float64", "output_length": "ceil"}}
+    if method == "sinc-kaiser-best":
+        return {"name": method, "library": "bench.core.resample", "library_version": SINC_KAISER_VERSION,
+                "params": {**SINC_KAISER_PARAMS, "precision": "float64", "output_length": "ceil"}}
     return {"name": method, "library": "torchaudio", "library_version": _version("torchaudio"),
             "params": {**SINC_HANN_PARAMS, "resampling_method": "sinc_interp_hann"}}
 
@@ -141,14 +150,18 @@ def _sinc_hann_width(orig: int, new: int, lowpass_filter_width: int, rolloff: fl
 
 
 def sinc_hann_kernels(orig: int, new: int, lowpass_filter_width: int = 6,
-                      rolloff: float = 0.99) -> tuple[np.ndarray, int]:
-    """Polyphase kernels [new, 2*width + orig] (float64) and width, for rates already reduced by gcd."""
+                      rolloff: float = 0.99, beta: float | None = None) -> tuple[np.ndarray, int]:
+    """Polyphase kernels [new, 2*width + orig] (float64) and width, for rates already reduced by gcd;
+    Hann-windowed, or Kaiser-windowed with `beta` (torchaudio's sinc_interp_kaiser)."""
     base_freq = min(orig, new) * rolloff  # cutoff below the lower Nyquist, in reduced units
     width = _sinc_hann_width(orig, new, lowpass_filter_width, rolloff)
     # t: distance between input tap k and output phase j, in units of the cutoff period
     t = (np.arange(-width, width + orig)[None, :] / orig - np.arange(new)[:, None] / new) * base_freq
     t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
-    window = np.cos(t * np.pi / lowpass_filter_width / 2) ** 2
+    if beta is None:
+        window = np.cos(t * np.pi / lowpass_filter_width / 2) ** 2
+    else:
+        window = np.i0(beta * np.sqrt(np.clip(1 - (t / lowpass_filter_width) ** 2, 0.0, None))) / np.i0(beta)
     t = t * np.pi
     with np.errstate(invalid="ignore", divide="ignore"):
         sinc = np.where(t == 0, 1.0, np.sin(t) / t)
@@ -156,14 +169,22 @@ def sinc_hann_kernels(orig: int, new: int, lowpass_filter_width: int = 6,
 
 
 def _sinc_hann(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    return _windowed_sinc(waveform, orig_sr, target_sr, "sinc-hann", SINC_HANN_PARAMS)
+
+
+def _sinc_kaiser_best(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    return _windowed_sinc(waveform, orig_sr, target_sr, "sinc-kaiser-best", SINC_KAISER_PARAMS)
+
+
+def _windowed_sinc(waveform: np.ndarray, orig_sr: int, target_sr: int, name: str, params: dict) -> np.ndarray:
     g = math.gcd(orig_sr, target_sr)
     orig, new = orig_sr // g, target_sr // g
-    lpw, rolloff = SINC_HANN_PARAMS["lowpass_filter_width"], SINC_HANN_PARAMS["rolloff"]
+    lpw, rolloff = params["lowpass_filter_width"], params["rolloff"]
     n_taps = 2 * _sinc_hann_width(orig, new, lpw, rolloff) + orig
     if new * n_taps > _MAX_KERNEL_TAPS:
-        raise ConfigError(f"resampler 'sinc-hann': {orig_sr} -> {target_sr} Hz reduces to {orig}:{new}, "
+        raise ConfigError(f"resampler {name!r}: {orig_sr} -> {target_sr} Hz reduces to {orig}:{new}, "
                           f"whose polyphase kernel ({new} x {n_taps}) is too large; use 'soxr-vhq'")
-    kernels, width = sinc_hann_kernels(orig, new, lpw, rolloff)
+    kernels, width = sinc_hann_kernels(orig, new, lpw, rolloff, params.get("beta"))
     n = waveform.shape[-1]
     x = np.pad(waveform.astype(np.float64), [(0, 0), (width, width + orig)])
     # Strided convolution: frame i sees x[i*orig : i*orig + taps] and yields `new` output samples.
@@ -175,7 +196,7 @@ def _sinc_hann(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray
 
 
 _METHODS = {"soxr-vhq": _soxr, "julius": _julius, "sinc-hann": _sinc_hann, "torchaudio": _torchaudio,
-            "soxr-hq": _soxr_hq, "resampy-kaiser-best": _resampy_kaiser_best}
+            "soxr-hq": _soxr_hq, "resampy-kaiser-best": _resampy_kaiser_best, "sinc-kaiser-best": _sinc_kaiser_best}
 
 
 class SincHannStream:

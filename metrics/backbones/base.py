@@ -53,7 +53,8 @@ class Backbone:
     id: str
     outputs: dict[str, int]  # output name -> dimension, e.g. {"embedding": 2048, "logits": 527}
     provenance: dict  # {"weights": "pretrained"|"untrained", "file", "sha256", ...} or {"seed": ...}
-    embed: Callable[[np.ndarray], dict[str, np.ndarray]]  # batched inputs -> {name: float32 [N, dim]}
+    # batched inputs -> {name: float32 [N, dim]}, or [N, frames, dim] where each input gives several rows
+    embed: Callable[[np.ndarray], dict[str, np.ndarray]]
     device: str = "cpu"
     # The same forward, outputs left as torch tensors on `device` (no host sync per batch): bench.scoring
     # copies a whole chunk's outputs to the host at once. Optional; `embed` is used where it is None.
@@ -120,7 +121,9 @@ BackboneBuilder = Callable[[WeightsChoice], Backbone]
 BACKBONES = Registry("backbone", ("metrics.backbones.vggish", "metrics.backbones.panns",
                                   "metrics.backbones.passt", "metrics.backbones.clap",
                                   "metrics.backbones.mel_inception", "metrics.backbones.captioner_whisper",
-                                  "metrics.backbones.captioner_small"), "bench.backbones")
+                                  "metrics.backbones.captioner_small", "metrics.backbones.encodec",
+                                  "metrics.backbones.dac_latents"),
+                    "bench.backbones")
 register_backbone = BACKBONES.register
 _LOADED: dict[tuple, Backbone] = {}
 
