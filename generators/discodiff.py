@@ -18,8 +18,12 @@
   ground-truth X_0.
 
 Both models live in one module and train with one loss (their sum); they share nothing but the text encoder.
-Text encoders are pluggable (generators.text_encoders); the denoisers take the encoder's mean-pooled
-tokens. The built-in "hashed-words" downloads nothing; the paper's frozen Flan-T5 plugs in the same way.
+Denoisers (config "denoiser"): "unet", the paper's (section 3.3): a 1D U-Net (generators.unet1d) with
+cross-attention to the text tokens at every level and self-attention at the deep ones, two of them of
+1.2B parameters each at `--size paper`; or "dilated-conv" (the `tiny` size, and checkpoints written before
+the U-Net existed): a flat stack of dilated conv blocks FiLM-modulated by the mean-pooled text.
+Text encoders are pluggable (generators.text_encoders); the built-in "hashed-words" downloads nothing; the
+paper's frozen Flan-T5 Large (1024-d tokens) plugs in the same way.
 
 Determinism: each sample runs alone (batch of one) from its own sample_rng: primary noise, then secondary
 noise, then (DDPM) each primary and each secondary step's noise, drawn in that order, so the output does not
@@ -37,18 +41,36 @@ from torch import nn
 from bench.core.errors import ConfigError
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate,
                              check_request, register_generator, sample_rng)
-from generators.dac_codec import TINY_CONFIG, DACCodec, load_codec, random_codec
+from generators.dac_codec import FULL_CONFIG, TINY_CONFIG, DACCodec, load_codec, random_codec
 from generators.dac_resynthesis import ReferenceAudio
 from generators.text_encoders import build_text_encoder, mean_pool
-from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
+from generators.trainable import (TrainingBatch, building_on_meta, checkpoint_metadata, model_for_generator,
+                                  register_trainable)
+from generators.unet1d import UNet1d
 
 VERSION = "1"
 MAX_STEPS = 1000
 
 SIZES = {
-    # tiny: the tiny untrained DAC (hop 64) and ~0.3M-parameter denoisers; trains on a CPU in minutes.
+    # tiny: the tiny untrained DAC (hop 64) and ~0.3M-parameter dilated-conv denoisers; trains on a CPU in
+    # minutes.
     "tiny": {"codec": "untrained-tiny", "codec_config": TINY_CONFIG, "codec_seed": 0, "width": 64, "depth": 4,
              "emb_dim": 64, "text_dim": 64, "duration_s": 0.5, "lr": 2e-3},
+    # tiny-unet: the paper's denoiser layout (U-Net, text cross-attention) at a size a CPU trains.
+    "tiny-unet": {"codec": "untrained-tiny", "codec_config": TINY_CONFIG, "codec_seed": 0, "denoiser": "unet",
+                  "widths": [32, 48, 64], "factors": [1, 2, 2], "items": [1, 1, 1], "attentions": [0, 0, 1],
+                  "cross_attentions": [1, 1, 1], "heads": 2, "head_features": 16, "ff_multiplier": 2,
+                  "emb_dim": 64, "text_dim": 64, "duration_s": 0.5, "lr": 2e-3},
+    # paper (section 3.3): two U-Nets of ~1.2B parameters each with text cross-attention, the released DAC
+    # (9 codebooks of dim 8, hop 512), 29-second chunks (section 4.1), Flan-T5 Large's 1024-d tokens. The
+    # paper gives no layout beyond that: widths 576-2304 over 5 levels and 128-d attention heads follow the
+    # authors' released "large" configuration (which also attends at every level); the number of blocks per
+    # level is ours, sized to 1.2B.
+    "paper": {"codec": "dac-44khz", "codec_config": None, "codec_seed": 0, "denoiser": "unet",
+              "widths": [576, 576, 1152, 1152, 2304], "factors": [1, 2, 2, 2, 2], "items": [4, 4, 3, 3, 3],
+              "attentions": [1, 1, 1, 1, 1], "cross_attentions": [1, 1, 1, 1, 1], "heads": 9,
+              "head_features": 128, "ff_multiplier": 2, "emb_dim": 1024, "text_dim": 1024,
+              "text_max_words": 128, "duration_s": 29.0, "lr": 1e-4},
     # dac: the released 44.1 kHz DAC from the cache (`bench weights fetch dac-44khz`), wider denoisers.
     "dac": {"codec": "dac-44khz", "codec_config": None, "codec_seed": 0, "width": 256, "depth": 8,
             "emb_dim": 256, "text_dim": 256, "duration_s": 5.0, "lr": 3e-4},
@@ -105,6 +127,19 @@ class Denoiser(nn.Module):
         return self.out(h)
 
 
+class UNetDenoiser(nn.Module):
+    """The paper's denoiser: v-prediction by a 1D U-Net over the latent frames, text by cross-attention;
+    `cond_channels` clean latents concatenated to the input (the secondary model's X_0)."""
+
+    def __init__(self, channels: int, cond_channels: int, config: dict):
+        super().__init__()
+        self.unet = UNet1d(channels + cond_channels, channels, config, int(config["text_dim"]))
+        self.multiple = self.unet.multiple
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: tuple, cond: torch.Tensor | None = None):
+        return self.unet(x_t if cond is None else torch.cat([cond, x_t], dim=1), t, text)
+
+
 class DiscoDiffNet(nn.Module):
     """Primary + secondary denoisers and the text encoder. The codec is held outside the state dict
     (frozen, and 77M parameters for the real DAC): `codec` is attached by `build`."""
@@ -117,18 +152,29 @@ class DiscoDiffNet(nn.Module):
                               f"{codec.n_codebooks} of dim {codec.codebook_dim}")
         self.config = config
         self.text = build_text_encoder(config)
-        self.text_proj = nn.Linear(config["text_dim"], config["emb_dim"])
-        self.primary = Denoiser(d, 0, config["width"], config["depth"], config["emb_dim"])
-        self.secondary = Denoiser((k - 1) * d, d, config["width"], config["depth"], config["emb_dim"])
+        self.denoiser = config.get("denoiser", "dilated-conv")  # checkpoints from before the U-Net: dilated-conv
+        if self.denoiser == "unet":
+            self.primary = UNetDenoiser(d, 0, config)
+            self.secondary = UNetDenoiser((k - 1) * d, d, config)
+            self.multiple = self.primary.multiple
+        elif self.denoiser == "dilated-conv":
+            self.text_proj = nn.Linear(config["text_dim"], config["emb_dim"])
+            self.primary = Denoiser(d, 0, config["width"], config["depth"], config["emb_dim"])
+            self.secondary = Denoiser((k - 1) * d, d, config["width"], config["depth"], config["emb_dim"])
+            self.multiple = 1
+        else:
+            raise ConfigError(f"discodiff config denoiser must be 'unet' or 'dilated-conv', got {self.denoiser!r}")
         self._codec = (codec,)  # a tuple keeps it out of parameters() and state_dict()
 
     @property
     def codec(self) -> DACCodec:
         return self._codec[0]
 
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
-        """Captions -> [B, emb_dim]: the encoder's tokens mean-pooled, projected to the denoisers' width."""
-        return self.text_proj(mean_pool(*self.text(captions)))
+    def encode_text(self, captions: list[str]):
+        """Captions -> what the denoisers take: (tokens [B, L, text_dim], pad [B, L]) for the U-Net; for the
+        dilated-conv denoisers [B, emb_dim], the tokens mean-pooled and projected."""
+        tokens, pad = self.text(captions)
+        return (tokens, pad) if self.denoiser == "unet" else self.text_proj(mean_pool(tokens, pad))
 
     @torch.no_grad()
     def latents(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,6 +182,11 @@ class DiscoDiffNet(nn.Module):
         _, xs = self.codec.latent_query(self.codec.encode(audio))
         scale = self.config["latent_scale"]
         return xs[0] / scale, torch.cat(xs[1:], dim=1) / scale
+
+    def frames(self, n_samples: int) -> int:
+        """Latent frames for n samples, rounded up to what the U-Net's downsampling divides."""
+        frames = -(-n_samples // self.codec.hop_length)
+        return -(-frames // self.multiple) * self.multiple
 
     @torch.no_grad()
     def reconstruct(self, x_pri: torch.Tensor, x_sec: torch.Tensor) -> torch.Tensor:
@@ -164,6 +215,8 @@ class DiscoDiffTrainable:
     def build(self, config: dict, seed: int) -> DiscoDiffNet:
         if config["codec"] == "untrained-tiny":
             codec = random_codec(config["codec_config"], config["codec_seed"])
+        elif building_on_meta():  # shapes only (bench describe): the release DAC's layout, no weights read
+            codec = random_codec(FULL_CONFIG, 0)
         else:
             codec, _ = load_codec(config["codec"])
         with torch.random.fork_rng(devices=[]):
@@ -172,6 +225,10 @@ class DiscoDiffTrainable:
 
     def training_loss(self, model: DiscoDiffNet, batch: TrainingBatch, rng: torch.Generator) -> torch.Tensor:
         x_pri, x_sec = model.latents(batch.audio.mean(dim=1, keepdim=True))
+        usable = x_pri.shape[-1] - x_pri.shape[-1] % model.multiple  # what the U-Net's downsampling divides
+        if usable == 0:
+            raise ConfigError(f"discodiff: training crops must hold at least {model.multiple} latent frames")
+        x_pri, x_sec = x_pri[..., :usable], x_sec[..., :usable]
         drop = torch.rand(len(batch.captions), generator=rng) < model.config["cond_drop"]
         text = model.encode_text(["" if d else c for c, d in zip(batch.captions, drop.tolist())])
         t, x_t, v = v_target(x_pri, rng)
@@ -179,6 +236,19 @@ class DiscoDiffTrainable:
         t, x_t, v = v_target(x_sec, rng)
         loss_sec = F.l1_loss(model.secondary(x_t, t, text, cond=x_pri), v)
         return loss_pri + loss_sec
+
+
+def _pair(text, null):
+    """The [cond, uncond] batch of two text conditions: pooled vectors, or (tokens, pad) padded to one length."""
+    if isinstance(text, torch.Tensor):
+        return torch.cat([text, null])
+    length = max(text[0].shape[1], null[0].shape[1])
+    tokens, pads = [], []
+    for tok, pad in (text, null):
+        extra = length - tok.shape[1]
+        tokens.append(F.pad(tok, (0, 0, 0, extra)))
+        pads.append(F.pad(pad, (0, extra), value=True))
+    return torch.cat(tokens), torch.cat(pads)
 
 
 def _alpha_sigma(t: float) -> tuple[float, float]:
@@ -197,7 +267,7 @@ def v_sample(net: Denoiser, noise: torch.Tensor, steps: int, guidance: float, te
         if guidance == 1.0:
             v = net(x, torch.tensor([t]), text, cond)
         else:
-            both = net(torch.cat([x, x]), torch.tensor([t, t]), torch.cat([text, null]),
+            both = net(torch.cat([x, x]), torch.tensor([t, t]), _pair(text, null),
                        None if cond is None else torch.cat([cond, cond]))
             v_c, v_u = both.chunk(2)
             v = v_u + guidance * (v_c - v_u)
@@ -255,7 +325,7 @@ class DiscoDiffGenerator:
             self.reference.check(request)
         codec, rate = self.model.codec, self.model.codec.sample_rate
         n = int(round(request.duration_s * rate))
-        frames = -(-n // codec.hop_length)
+        frames = self.model.frames(n)
         d, k = self.config["codebook_dim"], self.config["n_codebooks"]
         null = self.model.encode_text([""])
         out = []
@@ -265,7 +335,7 @@ class DiscoDiffGenerator:
             if self.reference is not None:
                 audio, ref_meta = self.reference.load(p.id, rate)
                 audio = F.pad(audio, (0, max(0, n - audio.shape[-1])))[..., :n]  # the requested duration
-                x_pri_ref = self.model.latents(audio)[0]
+                x_pri_ref = self.model.latents(F.pad(audio, (0, frames * codec.hop_length - n)))[0]
             for s in range(request.samples_per_prompt):
                 rng = sample_rng(request.seed, p.index, s)
                 noise_pri = torch.randn(1, d, frames, generator=rng)

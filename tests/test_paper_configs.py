@@ -1,5 +1,6 @@
 """Paper configurations against the papers: parameter counts (from `bench describe`'s describe_model, on
 the meta device: no memory) and the shapes the papers state; the papers' training recipes."""
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,42 @@ def test_checkpoint_of_the_earlier_archisound_network_is_refused_clearly(tmp_pat
     with pytest.raises(CheckpointError, match="earlier network .* retrain it"):
         build_generator("archisound", str(tmp_path / "old.pt"), GeneratorContext())
     assert get_trainable("archisound").default_config("tiny")["cross_attentions"] == [1, 1, 1]
+
+
+# DiscoDiff section 3.3: "two diffusion U-nets with 1.2B parameter each", text by cross-attention.
+def test_discodiff_paper_has_two_unets_of_1_2b():
+    d = describe_model("discodiff", "paper")
+    assert d.config["denoiser"] == "unet" and d.config["text_dim"] == 1024  # Flan-T5 Large's width
+    for net in ("primary", "secondary"):
+        _within(d.count(net), 1.2e9, 0.05)
+        assert any(p.startswith(f"{net}.") and p.endswith("cross_attn") for p in d.modules)
+
+
+def test_discodiff_paper_latent_shapes():
+    # eq. 3: X_pri in R^{d x L}, X_sec in R^{(K-1) d x L}, d = 8, K = 9; the secondary model also takes X_0.
+    trainable = get_trainable("discodiff")
+    config = trainable.default_config("paper")
+    with torch.device("meta"):  # shapes only: the 2.4B parameters take no memory
+        model = trainable.build(config, 0)
+        assert model.codec.hop_length == 512 and model.codec.n_codebooks == 9 and model.codec.codebook_dim == 8
+        frames = model.frames(int(29.0 * 44100))  # section 4.1: 29-second chunks
+        assert frames == 2512  # ceil(29 * 44100 / 512) = 2498 DAC frames, padded to the U-Net's multiple 16
+        x_pri, x_sec = torch.zeros(1, 8, frames), torch.zeros(1, 64, frames)
+        text, t = (torch.zeros(1, 5, 1024), torch.zeros(1, 5, dtype=torch.bool)), torch.zeros(1)
+        assert model.primary(x_pri, t, text).shape == (1, 8, frames)
+        assert model.secondary(x_sec, t, text, cond=x_pri).shape == (1, 64, frames)
+
+
+def test_discodiff_tiny_unet_trains_and_generates(tmp_path):
+    data = synthetic_dataset(n_clips=2, sample_rate=16000, duration_s=0.25, seed=1)
+    run = train_generator("discodiff", data, tmp_path / "run", TrainSettings(steps=3, every=3, batch_size=2),
+                          size="tiny-unet", overrides={"duration_s": 0.1}, progress=False, log=lambda *a: None)
+    assert all(map(torch.isfinite, map(torch.tensor, run.losses))) and len(run.losses) == 3
+    gen = build_generator("discodiff", str(run.checkpoints[-1]), GeneratorContext())
+    assert gen.config["denoiser"] == "unet"
+    out = gen.generate(GenerationRequest((Prompt("a", "a tone", 0),), seed=0, duration_s=0.1, sample_rate=44100,
+                                         steps=2))[0]
+    assert out.waveform.shape == (1, 4410) and np.all(np.isfinite(out.waveform))
+    guided = gen.generate(GenerationRequest((Prompt("a", "a tone", 0),), seed=0, duration_s=0.1,
+                                            sample_rate=44100, steps=2, guidance=2.0))[0]
+    assert np.abs(guided.waveform - out.waveform).max() > 0
