@@ -91,7 +91,7 @@ def test_training_lowers_loss():
     data = synthetic_dataset(4, 16000, 0.5, seed=0)
     audio = torch.stack([torch.from_numpy(data.load(c)[0]) for c in data.clips])
     batch = TrainingBatch(audio, [c.caption for c in data.clips], [c.id for c in data.clips])
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr_schedule"]["warmup_lr"])
 
     def loss():
         return trainable.training_loss(model, batch, torch.Generator().manual_seed(0))
@@ -259,3 +259,39 @@ def test_adversarial_loss_is_an_option_with_its_weight():
     assert losses[0.8].item() != losses[0.0].item()
     losses[0.8].backward()
     assert model.content_codec.loss.discriminator.main[0].weight.grad.abs().sum() > 0
+
+
+def test_the_authors_learning_rate_schedule_warms_up_then_halves_on_plateaus():
+    from bench.training.lr_schedule import build_lr_schedule
+
+    spec = {"name": "warmup-plateau", "warmup_steps": 4, "warmup_lr": 5e-3, "factor": 0.5, "patience": 2,
+            "min_lr": 1e-3, "threshold": 0.1}
+    s = build_lr_schedule({"lr_schedule": spec}, 1e-3)
+    lrs = []
+    for loss in [9, 9, 9, 9, 1.0, 0.95, 0.95, 0.95] + [0.5] * 10:
+        lrs.append(s.lr_at(len(lrs)))
+        s.observe(loss)
+    np.testing.assert_allclose(lrs[:5], [1e-3, 2e-3, 3e-3, 4e-3, 5e-3])  # linear warm-up to warmup_lr
+    # after warm-up: 1.0 is the best; 0.95 is not 10% better: the third such step halves the rate
+    assert lrs[5:9] == pytest.approx([5e-3, 5e-3, 5e-3, 2.5e-3])
+    assert lrs[-1] == pytest.approx(1e-3)  # never below min_lr
+    with pytest.raises(ConfigError, match="missing \\['threshold'\\]"):
+        build_lr_schedule({"lr_schedule": {k: v for k, v in spec.items() if k != "threshold"}}, 1e-3)
+
+
+def test_training_with_adamw_and_the_schedule_resumes_bit_identically(tmp_path):
+    from bench.training.generator import TrainSettings, train_generator
+    from generators.trainable import read_checkpoint
+
+    data = synthetic_dataset(2, 16000, 1.0, seed=0)
+    quiet = dict(progress=False, log=lambda *a: None)
+    straight = train_generator("diffsound", data, tmp_path / "a", TrainSettings(steps=3, every=3, batch_size=2),
+                               **quiet)
+    train_generator("diffsound", data, tmp_path / "b", TrainSettings(steps=2, every=2, batch_size=2), **quiet)
+    resumed = train_generator("diffsound", data, tmp_path / "b", TrainSettings(steps=3, every=3, batch_size=2),
+                              **quiet)
+    assert resumed.start_step == 2 and resumed.losses[-1] == straight.losses[-1]
+    a, b = read_checkpoint(straight.checkpoints[-1]), read_checkpoint(resumed.checkpoints[-1])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["lr_schedule"] == b["lr_schedule"] and a["lr_schedule"]["lr"] == pytest.approx(2e-4 + 3 * 3.6e-4)
+    assert a["training"]["optimizer"]["name"] == "adamw" and a["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.94)

@@ -22,6 +22,7 @@ from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
 from bench.core.seeding import derived_generator, derived_seed, epoch_batch
 from bench.training.loop import pinned_threads, run_steps
+from bench.training.lr_schedule import build_lr_schedule
 from generators.trainable import (
     FORMAT,
     TrainingBatch,
@@ -198,6 +199,7 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
     optimizer = build_optimizer(model, config, lr)
     # after a warm start, so the average starts from its weights
     ema = WeightsEMA(model, config["ema"]) if config.get("ema") else None
+    schedule = build_lr_schedule(config, lr)
     start = 0
     resumed = _resume_state(out_dir, name, config, dataset.fingerprint, settings, init and init["sha256"])
     if resumed:
@@ -206,6 +208,8 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load(state.get("ema"), path)
+        if schedule is not None:
+            schedule.load_state_dict(state["lr_schedule"])
         start = int(state["step"])
         log(f"resuming {name} from {path} (step {start})")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +223,8 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
         f"clips at {config['sample_rate']} Hz, {settings.steps} steps of {settings.batch_size} x "
         f"{config['duration_s']} s, lr {lr:g}, seed {settings.seed} -> {out_dir}")
     training_meta = {**asdict(settings), "lr": lr, "size": size, "data": dataset.source,
-                     "optimizer": optimizer_spec(config), "ema": config.get("ema"), "torch": str(torch.__version__),
+                     "optimizer": optimizer_spec(config), "ema": config.get("ema"),
+                     **({"lr_schedule": config["lr_schedule"]} if schedule is not None else {}), "torch": str(torch.__version__),
                      **({"init_from": init} if init else {})}
     if init:
         log(f"initialised from {init['checkpoint']} (step {init['step']}); config changes: "
@@ -237,6 +242,7 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
             "format": FORMAT, "generator": name, "config": config, "step": done,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             **({"ema": ema.state_dict()} if ema is not None else {}),
+            **({"lr_schedule": schedule.state_dict()} if schedule is not None else {}),
             "rng_state": {"scheme": "per-step sha256(seed:purpose:step) torch.Generators",
                           "seed": settings.seed, "next_step": done,
                           "next_loss_generator": derived_generator(settings.seed, "loss", done).get_state()},
@@ -245,12 +251,14 @@ def _train(name, data, out_dir, settings, size, overrides, base_dir, progress, l
     def after_step(done: int, loss: float, log_file) -> None:
         if ema is not None:
             ema.update(model, done)
+        if schedule is not None:
+            schedule.observe(loss)
         log_file.write(json.dumps({"step": done, "loss": loss}) + "\n")
 
     with open(out_dir / LOG_NAME, "a") as log_file:
         losses = run_steps(model, optimizer, start, settings.steps, step_loss, every=settings.every, checkpoint=save,
                            desc=f"train {name}", progress=progress, grad_clip=settings.grad_clip,
-                           after_step=lambda done, loss: after_step(done, loss, log_file))
+                           lr_at=schedule.lr_at if schedule is not None else None, after_step=lambda done, loss: after_step(done, loss, log_file))
         if settings.steps % settings.every:
             save(settings.steps)  # the last step is always kept
     if losses:
