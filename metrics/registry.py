@@ -64,7 +64,7 @@ class MetricDef:
 # hook also catches metrics registered after it, e.g. by plugins).
 METRICS = Registry("metric", ("metrics.vggish_metrics", "metrics.panns_metrics", "metrics.passt_metrics",
                               "metrics.clap_metrics", "metrics.mel_metrics", "metrics.caption_metrics",
-                              "metrics.fadtk_metrics",
+                              "metrics.fadtk_metrics", "metrics.aesthetics_metrics",
                               "metrics.distance_variants"),
                    "bench.metrics")
 

@@ -18,6 +18,7 @@ EXTRAS = {
     "passt": "PaSST KL metrics (kl-passt@*)",
     "panns": "PANNs metrics (fd/is/kl-panns*, kad-panns*)",
     "fadtk": "fadtk's embedding models as FAD metrics (fad-*@fadtk: CLAP, EnCodec, DAC, MERT)",
+    "aesthetics": "Audiobox Aesthetics ratings (aesthetics-{ce,cu,pc,pq}@audiobox)",
     "captions": "caption metrics (caption-*) and the Whisper captioners",
     "ray": "the Ray executor (--executor ray)",
     "diffusers": "the AudioLDM 2 generator (diffusers)",
