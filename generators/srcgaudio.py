@@ -26,6 +26,7 @@ from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext
                              register_generator, sample_rng)
 from generators.mel_audio import (MelSpec, MelVocoder, check_vocoder, grid_positions, mel_to_wave, pad_frames,
                                   stft_loss)
+from generators.srcgaudio_unet import SDUNet
 from generators.text_encoders import build_text_encoder, sinusoid
 from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 
@@ -91,8 +92,15 @@ class SRCgAudioModel(nn.Module):
                                    for r in self.rates})
         self.vae = MelVAE(c["vae_channels"], c["latent_channels"])
         self.text = build_text_encoder(c)
-        self.text_proj = nn.Linear(c["text_dim"], c["dim"])
-        self.denoiser = LatentDenoiser(c["latent_channels"], c["dim"], c["layers"], c["heads"], len(self.rates))
+        kind = c.get("denoiser", "transformer")  # checkpoints from before the U-Net: the transformer
+        if kind == "unet":
+            self.text_proj = nn.Linear(c["text_dim"], c["context_dim"])
+            self.denoiser = SDUNet(c["latent_channels"], len(self.rates), c)
+        elif kind == "transformer":
+            self.text_proj = nn.Linear(c["text_dim"], c["dim"])
+            self.denoiser = LatentDenoiser(c["latent_channels"], c["dim"], c["layers"], c["heads"], len(self.rates))
+        else:
+            raise ConfigError(f"srcgaudio config denoiser must be 'unet' or 'transformer', got {kind!r}")
         self.vocoders = nn.ModuleDict({str(r): MelVocoder(MEL_CONFIGS[r][2], MEL_CONFIGS[r][1], c["vocoder_width"])
                                        for r in self.rates}) if c["vocoder"] == "learned" else None
         betas = torch.linspace(c["beta_start"] ** 0.5, c["beta_end"] ** 0.5, c["timesteps"], dtype=torch.float64) ** 2
@@ -116,6 +124,29 @@ def _resample(wave: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
 
     out = resample(wave.numpy()[None], rate_in, rate_out, "soxr-vhq")[0]
     return torch.from_numpy(np.ascontiguousarray(out, np.float32))
+
+
+_COMMON = {"sample_rate": 48000, "duration_s": 1.0, "rates": [16000, 24000, 32000, 48000], "vae_channels": 32,
+           "latent_channels": 4, "kl_weight": 1e-4, "timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195,
+           "uncond_prob": 0.1, "text_encoder": "hashed-words", "text_dim": 64, "text_vocab": 1024,
+           "text_max_words": 16, "vocoder": "learned", "vocoder_width": 32, "lr": 2e-3, "max_duration_s": 10.0}
+SIZES = {
+    # tiny: a 2-layer transformer denoiser over the flattened latent grid; trains on a CPU in minutes.
+    "tiny": {"dim": 64, "layers": 2, "heads": 2},
+    # tiny-unet: the paper's Stable-Diffusion-style U-Net layout at a size a CPU trains.
+    "tiny-unet": {"denoiser": "unet", "unet_channels": [32, 64, 64, 128], "cross_attention_levels": [1, 1, 1, 0],
+                  "head_features": 16, "layers_per_block": 1, "context_dim": 64},
+    # paper (section III-B): the Stable Diffusion U-Net with encoder channels 320/640/640/1280, heads
+    # 5/10/10/20 (64 features each), on AudioLDM's VAE latents (8 channels, mels / 4) with FLAN-T5-large's
+    # 1024-d tokens: the LDM of 561M. Attention sits where Stable Diffusion puts it (the three outer encoder
+    # levels, the three outer decoder levels, and the middle block at 1280 with 20 heads): that layout
+    # counts 560.4M; the text's "last three encoder blocks" read literally (320 without, 1280 with) would
+    # count 724M. The VAE and vocoders here are this module's own (the paper's: AudioLDM's, HiFi-GAN).
+    "paper": {"denoiser": "unet", "unet_channels": [320, 640, 640, 1280], "cross_attention_levels": [1, 1, 1, 0],
+              "head_features": 64, "layers_per_block": 2, "context_dim": 1024, "latent_channels": 8,
+              "vae_channels": 128, "text_dim": 1024, "text_max_words": 128, "vocoder_width": 256,
+              "duration_s": 10.0, "lr": 3e-5},
+}
 
 
 @register_trainable(NAME)
@@ -145,14 +176,9 @@ class SRCgAudioTrainable:
         return state
 
     def default_config(self, size: str = "tiny") -> dict:
-        if size == "tiny":
-            return {"sample_rate": 48000, "duration_s": 1.0, "rates": [16000, 24000, 32000, 48000],
-                    "vae_channels": 32, "latent_channels": 4, "kl_weight": 1e-4, "dim": 64, "layers": 2,
-                    "heads": 2, "timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195, "uncond_prob": 0.1,
-                    "text_encoder": "hashed-words", "text_dim": 64, "text_vocab": 1024, "text_max_words": 16,
-                    "vocoder": "learned", "vocoder_width": 32, "lr": 2e-3, "max_duration_s": 10.0}
-        raise ConfigError(f"srcgaudio: unknown size {size!r}; known: tiny (the paper's model uses AudioLDM's "
-                          "pretrained VAE, FLAN-T5-large and HiFi-GAN vocoders: see README)")
+        if size not in SIZES:
+            raise ConfigError(f"srcgaudio: unknown size {size!r}; known: {', '.join(SIZES)}")
+        return {**_COMMON, **SIZES[size]}
 
     def build(self, config: dict, seed: int) -> nn.Module:
         check_config(config)

@@ -132,3 +132,45 @@ def test_discodiff_tiny_unet_trains_and_generates(tmp_path):
     guided = gen.generate(GenerationRequest((Prompt("a", "a tone", 0),), seed=0, duration_s=0.1,
                                             sample_rate=44100, steps=2, guidance=2.0))[0]
     assert np.abs(guided.waveform - out.waveform).max() > 0
+
+
+# SRC-gAudio section III-B: the Stable Diffusion U-Net, encoder channels 320/640/640/1280, heads 5/10/10/20;
+# "The LDM of SRC-gAudio occupies 561M parameters".
+def test_srcgaudio_paper_ldm_is_561m():
+    d = describe_model("srcgaudio", "paper")
+    _within(d.count("denoiser"), 561e6, 0.05)
+    c = d.config
+    assert c["unet_channels"] == [320, 640, 640, 1280] and c["context_dim"] == 1024  # FLAN-T5-large's width
+    assert [ch // c["head_features"] for ch in c["unet_channels"]] == [5, 10, 10, 20]
+    assert d.count("denoiser.rate") == 4 * 1024  # one learned token per sampling rate
+
+
+def test_srcgaudio_paper_latent_grid_is_shared_by_every_rate():
+    # section III-A: per-rate (n_fft, hop, 64 mels), 100 frames per second at every rate, so one latent grid
+    # (AudioLDM's VAE: 8 channels, mels and frames / 4) serves all rates
+    trainable = get_trainable("srcgaudio")
+    config = trainable.default_config("paper")
+    with torch.device("meta"):
+        model = trainable.build(config, 0)
+        frames = model.frames(10.0)
+        grids = set()
+        for rate in config["rates"]:
+            mel = torch.zeros(1, 64, frames)
+            mean, _ = model.vae.posterior(mel)
+            grids.add(tuple(mean.shape))
+            text, pad = torch.zeros(1, 3, 1024), torch.zeros(1, 3, dtype=torch.bool)
+            eps = model.denoiser(mean, torch.zeros(1, dtype=torch.long), torch.tensor([model.rates.index(rate)]),
+                                 model.text_proj(text), pad)
+            assert eps.shape == mean.shape
+    assert grids == {(1, 8, 16, frames // 4)}
+
+
+def test_srcgaudio_tiny_unet_trains_and_generates(tmp_path):
+    data = synthetic_dataset(n_clips=2, sample_rate=48000, duration_s=0.5, seed=1)
+    run = train_generator("srcgaudio", data, tmp_path / "run", TrainSettings(steps=2, every=2, batch_size=2),
+                          size="tiny-unet", overrides={"duration_s": 0.3}, progress=False, log=lambda *a: None)
+    assert len(run.losses) == 2 and all(np.isfinite(run.losses))
+    gen = build_generator("srcgaudio", str(run.checkpoints[-1]), GeneratorContext())
+    outs = gen.generate(GenerationRequest((Prompt("a", "a tone", 0),), seed=0, duration_s=0.2, sample_rate=16000,
+                                          steps=2))
+    assert outs[0].waveform.shape[-1] == 3200 and np.all(np.isfinite(outs[0].waveform))
