@@ -18,7 +18,7 @@ import soundfile as sf
 
 from bench.core.audio import to_mono
 from bench.core.resample import resample
-from metrics.backbones import clap, dac_latents, encodec
+from metrics.backbones import clap, dac_latents, encodec, mert
 from metrics.frechet import frechet_metric
 from metrics.loudness import integrated_loudness
 from metrics.protocols import EmbeddingProtocol
@@ -152,6 +152,26 @@ DAC_44K = EmbeddingProtocol(
     prepare=_dac)
 
 
+# ---- MERT (model_loader.py MERTModel) ----------------------------------------------------------------
+MERT_MAX_S = 6 * 60  # MERTModel(limit_minutes=6) truncates longer audio
+
+
+def _mert(waveform: np.ndarray, rate: int) -> np.ndarray:
+    x = fadtk_audio(waveform, rate, mert.SAMPLE_RATE)[:MERT_MAX_S * mert.SAMPLE_RATE]
+    return x[None] if len(x) >= mert.MIN_SAMPLES else np.zeros((0, len(x)), np.float32)
+
+
+MERT_95M = EmbeddingProtocol(
+    id=f"{mert.BACKBONE}@fadtk", version=1, backbone=mert.BACKBONE, sample_rate=mert.SAMPLE_RATE,
+    resampler=RESAMPLER, channels="mean of channels",
+    steps=(*_read_steps(mert.SAMPLE_RATE), f"cut to the first {MERT_MAX_S // 60} minutes",
+           "the whole clip in one pass through the repo's Wav2Vec2FeatureExtractor (zero mean, unit variance per "
+           f"clip) and MERT-v1-95M; clips under {mert.MIN_SAMPLES} samples give no frame (fadtk would fail)",
+           f"hidden state {mert.LAYER} of 13 (the last layer; fadtk's MERT-v1-95M default): one 768-d row per "
+           "frame, 75 per second"),
+    prepare=_mert)
+
+
 def _register(name: str, protocol: EmbeddingProtocol, summary: str, fadtk_model: str) -> None:
     register_metric(MetricDef(
         name=name, preset="fadtk", version=1, direction="lower", protocol=protocol, summary=summary,
@@ -166,5 +186,7 @@ _register("fad-encodec-emb", ENCODEC_24K, "FAD on EnCodec 24 kHz encoder frames 
           "encodec-emb", "encodec-emb")
 _register("fad-dac-44khz", DAC_44K, "FAD on DAC 44.1 kHz encoder latents (1024-d frames of 5 s windows, -16 LUFS), "
           "fadtk's dac-44kHz", "dac-44kHz")
+_register("fad-mert-v1-95m", MERT_95M, "FAD on MERT-v1-95M layer 12 frames (768-d, 75 per second; the repo's "
+          "remote code), fadtk's MERT-v1-95M", "MERT-v1-95M")
 _register("fad-encodec-emb-48k", ENCODEC_48K, "FAD on EnCodec 48 kHz encoder frames (stereo copy of the mono mix, "
           "1 s segments), fadtk's encodec-emb-48k", "encodec-emb-48k")

@@ -122,7 +122,8 @@ BACKBONES = Registry("backbone", ("metrics.backbones.vggish", "metrics.backbones
                                   "metrics.backbones.passt", "metrics.backbones.clap",
                                   "metrics.backbones.mel_inception", "metrics.backbones.captioner_whisper",
                                   "metrics.backbones.captioner_small", "metrics.backbones.encodec",
-                                  "metrics.backbones.dac_latents", "metrics.backbones.audiobox"),
+                                  "metrics.backbones.dac_latents", "metrics.backbones.audiobox",
+                                  "metrics.backbones.mert"),
                     "bench.backbones")
 register_backbone = BACKBONES.register
 _LOADED: dict[tuple, Backbone] = {}
