@@ -53,36 +53,46 @@ code { font-size: .9em; }
 
 _SCRIPT = """
 (function () {
-  var table = document.getElementById("leaderboard");
-  var body = table.tBodies[0];
-  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
-  function sortBy(index, dir) {
-    var items = Array.prototype.map.call(body.querySelectorAll("tr.row"), function (r) {
-      return [r, r.nextElementSibling];
-    });
-    var numeric = heads[index].dataset.type === "num";
-    items.sort(function (a, b) {
-      var x = a[0].cells[index].dataset.sort, y = b[0].cells[index].dataset.sort;
-      if (x === "" || y === "") { return (x === "") - (y === ""); }  // missing values last
-      var c = numeric ? Number(x) - Number(y) : x.localeCompare(y, undefined, {numeric: true});
-      return dir === "desc" ? -c : c;
-    });
-    items.forEach(function (pair) { body.appendChild(pair[0]); body.appendChild(pair[1]); });
-    heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
-    heads[index].setAttribute("aria-sort", dir === "desc" ? "descending" : "ascending");
-  }
-  heads.forEach(function (h, i) {
-    if (!h.dataset.key) { return; }
-    function activate() {
-      var current = h.getAttribute("aria-sort");
-      var dir = current ? (current === "ascending" ? "desc" : "asc") : (h.dataset.first || "asc");
-      sortBy(i, dir);
-      try { history.replaceState(null, "", "#sort=" + encodeURIComponent(h.dataset.key) + "&dir=" + dir); }
-      catch (e) { /* some viewers forbid URL changes; sorting still works */ }
+  function sortable(table, keepInUrl) {
+    var body = table.tBodies[0];
+    var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+    function sortBy(index, dir) {
+      var items = Array.prototype.map.call(body.querySelectorAll("tr.row"), function (r) {
+        var next = r.nextElementSibling;
+        return [r, next && next.classList.contains("details") ? next : null];
+      });
+      var numeric = heads[index].dataset.type === "num";
+      items.sort(function (a, b) {
+        var x = a[0].cells[index].dataset.sort, y = b[0].cells[index].dataset.sort;
+        if (x === "" || y === "") { return (x === "") - (y === ""); }  // missing values last
+        var c = numeric ? Number(x) - Number(y) : x.localeCompare(y, undefined, {numeric: true});
+        return dir === "desc" ? -c : c;
+      });
+      items.forEach(function (pair) { body.appendChild(pair[0]); if (pair[1]) { body.appendChild(pair[1]); } });
+      heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+      heads[index].setAttribute("aria-sort", dir === "desc" ? "descending" : "ascending");
     }
-    h.addEventListener("click", activate);
-    h.addEventListener("keydown", function (e) { if (e.key === "Enter") { activate(); } });
-  });
+    heads.forEach(function (h, i) {
+      if (!h.dataset.key) { return; }
+      function activate() {
+        var current = h.getAttribute("aria-sort");
+        var dir = current ? (current === "ascending" ? "desc" : "asc") : (h.dataset.first || "asc");
+        sortBy(i, dir);
+        if (!keepInUrl) { return; }
+        try { history.replaceState(null, "", "#sort=" + encodeURIComponent(h.dataset.key) + "&dir=" + dir); }
+        catch (e) { /* some viewers forbid URL changes; sorting still works */ }
+      }
+      h.addEventListener("click", activate);
+      h.addEventListener("keydown", function (e) { if (e.key === "Enter") { activate(); } });
+    });
+    if (!keepInUrl) { return; }
+    var params = new URLSearchParams(location.hash.slice(1));
+    var key = params.get("sort");
+    for (var i = 0; key !== null && i < heads.length; i++) {
+      if (heads[i].dataset.key === key) { sortBy(i, params.get("dir") === "desc" ? "desc" : "asc"); break; }
+    }
+  }
+  var body = document.getElementById("leaderboard").tBodies[0];
   Array.prototype.forEach.call(body.querySelectorAll("button.more"), function (b) {
     b.addEventListener("click", function () {
       var details = b.closest("tr").nextElementSibling;
@@ -90,11 +100,9 @@ _SCRIPT = """
       b.setAttribute("aria-expanded", String(!details.hidden));
     });
   });
-  var params = new URLSearchParams(location.hash.slice(1));
-  var key = params.get("sort");
-  for (var i = 0; key !== null && i < heads.length; i++) {
-    if (heads[i].dataset.key === key) { sortBy(i, params.get("dir") === "desc" ? "desc" : "asc"); break; }
-  }
+  sortable(document.getElementById("leaderboard"), true);
+  var clips = document.getElementById("clips");
+  if (clips) { sortable(clips, false); }
   document.body.dataset.ready = "1";
 })();
 """
@@ -218,6 +226,37 @@ def _plots(plots) -> str:
     return f'<section><h2>Plots</h2><div class="plots">{"".join(figures)}</div></section>' if figures else ""
 
 
+def _clip_section(table: Table) -> str:
+    """Every clip's per-clip values, sortable: the first click on a metric puts the WORST clips first."""
+    if not table.clip_rows:
+        return ""
+    head = ('<th class="text" tabindex="0" data-type="text" data-key="label">Model</th>'
+            '<th class="text" tabindex="0" data-type="text" data-key="cell">Cell</th>'
+            '<th class="text" tabindex="0" data-type="text" data-key="clip">Clip</th>')
+    for col in table.clip_columns:
+        worst_first = "asc" if col.direction == "higher" else "desc"
+        name, at, preset = _bare(col.title).partition("@")
+        badge = '<span class="badge">untrained</span>' if col.untrained else ""
+        head += (f'<th tabindex="0" data-type="num" data-key="{escape(col.key)}" data-first="{worst_first}" '
+                 f'title="{escape(col.key)}: per-clip values; first click: worst first">{escape(name)} '
+                 f'{escape(col.arrow)}{badge}<span class="preset">{escape(at + preset)}</span></th>')
+    body = []
+    for row in table.clip_rows:
+        cells = "".join(f'<td class="text" data-sort="{escape(text)}">{escape(text)}</td>'
+                        for text in (row.label, row.cell, row.clip))
+        for col in table.clip_columns:
+            v = row.values.get(col.key)
+            cells += (f'<td data-sort="">–</td>' if v is None else
+                      f'<td data-sort="{v!r}">{escape(fmt_number(v, col.precision))}</td>')
+        body.append(f'<tr class="row">{cells}</tr>')
+    return ('<section><h2>Per-clip values</h2><p class="notes">One row per generated clip. Click a metric to '
+            "put its worst clips first (click again to reverse): the outliers to listen to. Per-clip Fréchet "
+            "values are each clip's own distance to the reference distribution (fadtk <code>--indiv</code>), "
+            "not comparable with the set value.</p>"
+            f'<div class="scroll"><table id="clips">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+            + "\n".join(body) + "\n</tbody>\n</table></div></section>\n")
+
+
 def render_table(table: Table, caption: str | None = None, plots=()) -> str:
     title = table.title or "Leaderboard"
     constants = constant_fields(table)  # said once, in the notes
@@ -250,5 +289,6 @@ def render_table(table: Table, caption: str | None = None, plots=()) -> str:
         + (f'<p class="caption">{escape(caption)}</p>\n' if caption else "")
         + f'<div class="scroll"><table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
         + "\n".join(body)
-        + "\n</tbody>\n</table></div>\n" + _notes(table, constants) + "\n" + _plots(plots)
+        + "\n</tbody>\n</table></div>\n" + _notes(table, constants) + "\n" + _plots(plots) + "\n"
+        + _clip_section(table)
         + f"\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")

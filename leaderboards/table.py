@@ -94,6 +94,16 @@ class Row:
 
 
 @dataclass
+class ClipRow:
+    """One generated clip of one cell: its per-clip value under each metric that has them."""
+
+    label: str
+    cell: str
+    clip: str
+    values: dict[str, float]  # metric column key -> the clip's value (absent: none for this clip)
+
+
+@dataclass
 class Table:
     title: str | None
     layout: str
@@ -103,6 +113,10 @@ class Table:
     references: list[dict]
     checkpoints: list[dict]  # label, checkpoint, sha256: what produced each model's numbers
     section_field: str | None = None
+    # Per-clip values (a metric result's `per_clip` table: KL per pair, CLAP per clip, each clip's own FD...),
+    # for finding outliers: the metric columns that have them, and one row per (cell, clip).
+    clip_columns: list[Column] = field(default_factory=list)
+    clip_rows: list[ClipRow] = field(default_factory=list)
 
     @property
     def metric_columns(self) -> list[Column]:
@@ -417,5 +431,24 @@ def build_table(records: list[RunRecord], layout: str = "models", metrics: list[
                         {"label": _cell_value(r, "label"), "checkpoint": r.cell.get("checkpoint"),
                          "sha256": r.generation.get("checkpoint_sha256")}
                         for r in records}.values())
+    clip_columns, clip_rows = _clip_values(records, metric_cols)
     return Table(title=title, layout=layout, group_by=tuple(groups), columns=columns, rows=rows,
-                 references=references, checkpoints=checkpoints, section_field="label" if axis else None)
+                 references=references, checkpoints=checkpoints, section_field="label" if axis else None,
+                 clip_columns=clip_columns, clip_rows=clip_rows)
+
+
+def _clip_values(records: list[RunRecord], metric_cols: list[Column]) -> tuple[list[Column], list[ClipRow]]:
+    """The per-clip tables of the shown metrics, joined by (cell, clip id)."""
+    rows: dict[tuple[str, str], ClipRow] = {}
+    used = set()
+    for record in records:
+        for res in record.metrics:
+            if not res.get("per_clip") or res["key"] not in {c.key for c in metric_cols}:
+                continue
+            used.add(res["key"])
+            for clip in res["per_clip"]:
+                key = (record.cell_id, clip["id"])
+                if key not in rows:
+                    rows[key] = ClipRow(str(_cell_value(record, "label")), record.cell_id, clip["id"], {})
+                rows[key].values[res["key"]] = clip["value"]
+    return [c for c in metric_cols if c.key in used], list(rows.values())

@@ -75,6 +75,16 @@ CLAP_GENERAL = EmbeddingProtocol(
            *_text_steps(77)),
     prepare=_general)
 
+CLAP_SRCGAUDIO = EmbeddingProtocol(
+    id="clap@srcgaudio", version=1, backbone="clap-630k", sample_rate=clap.SAMPLE_RATE,
+    resampler="soxr-hq", channels="mean of channels",
+    steps=("SRC-gAudio's paper names only the checkpoint (footnote 3: 630k-best from LAION-AI/CLAP); the audio "
+           "goes through LAION-CLAP's own inference, as clap@general:",
+           *CLAP_GENERAL.steps[:-3],
+           "HTSAT-tiny, no fusion (630k-best.pt: LAION-630k without AudioSet), 512-d projection, L2-normalised",
+           *_text_steps(77)),
+    prepare=_general)
+
 CLAP_AUDIOCRAFT = EmbeddingProtocol(
     id="clap@audiocraft", version=1, backbone="clap-music-audioset", sample_rate=clap.SAMPLE_RATE,
     resampler="julius", channels="mean of channels, after resampling",
@@ -153,6 +163,8 @@ def _register(protocol: EmbeddingProtocol, summary: str, lineage: str, **kw) -> 
 
 _register(CLAP_GENERAL, "CLAP score, LAION-CLAP's own inference (630k-audioset-best, int16 round trip, soxr)",
           "laion_clap CLAP_Module.get_audio_embedding_from_filelist (general audio)")
+_register(CLAP_SRCGAUDIO, "CLAP score with 630k-best.pt (SRC-gAudio's footnote 3), LAION-CLAP's own inference",
+          "SRC-gAudio (sampling-rate-controlled text-to-audio) paper, footnote 3: the LAION 630k-best checkpoint")
 _register(CLAP_AUDIOCRAFT, "CLAP score as audiocraft (music_audioset checkpoint, julius, no quantisation)",
           "audiocraft CLAPTextConsistencyMetric (MusicGen's CLAP scores)")
 _register(CLAP_STABLEAUDIO, "CLAP score as stable-audio-metrics (630k fusion checkpoint, -1 dBFS peak, int16)",

@@ -63,9 +63,9 @@ class MetricDef:
 # metrics.distance_variants stays last: it derives FAD-inf and KAD from every Fréchet metric (its deriver
 # hook also catches metrics registered after it, e.g. by plugins).
 METRICS = Registry("metric", ("metrics.vggish_metrics", "metrics.panns_metrics", "metrics.passt_metrics",
-                              "metrics.clap_metrics", "metrics.mel_metrics", "metrics.caption_metrics",
-                              "metrics.fadtk_metrics", "metrics.aesthetics_metrics",
-                              "metrics.distance_variants"),
+                              "metrics.avbench_metrics", "metrics.openl3_metrics", "metrics.clap_metrics",
+                              "metrics.mel_metrics", "metrics.caption_metrics", "metrics.fadtk_metrics",
+                              "metrics.aesthetics_metrics", "metrics.distance_variants"),
                    "bench.metrics")
 
 

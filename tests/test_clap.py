@@ -165,10 +165,16 @@ CAPTIONS = {"dog": "a dog barks twice", "rain": "rain on a tin roof", "long": "a
 
 
 # ---- parity: our pipeline vs laion-clap's forward on identical weights ---------------------------
-def test_general_end_to_end_matches_laion_clap(laion, hf_cache, tmp_path, cache_dir, monkeypatch):
+# clap@srcgaudio is clap@general's inference with the checkpoint SRC-gAudio names (630k-best.pt).
+@pytest.mark.parametrize("metric, backbone, filename", [
+    ("clap@general", "clap-630k-audioset", "630k-audioset-best.pt"),
+    ("clap@srcgaudio", "clap-630k", "630k-best.pt")])
+def test_general_end_to_end_matches_laion_clap(metric, backbone, filename, laion, hf_cache, tmp_path, cache_dir,
+                                               monkeypatch):
     from laion_clap.hook import CLAP_Module
 
-    spec = clap.SPECS["clap-630k-audioset"]
+    spec = clap.SPECS[backbone]
+    assert spec.filename == filename and weights.KNOWN_WEIGHTS[spec.weights].url.endswith("/" + filename)
     model, cfg = laion(spec)
     # The checkpoint goes where the loader looks for it, with its hash "published".
     (cache_dir / "weights").mkdir(parents=True)
@@ -179,10 +185,11 @@ def test_general_end_to_end_matches_laion_clap(laion, hf_cache, tmp_path, cache_
     clips = {"dog": (_tone(48000, 3.0, 440), 48000), "rain": (_tone(44100, 2.5, 1200, channels=2, seed=1), 44100)}
     gen = clip_set(tmp_path / "gen", clips, CAPTIONS)
     choice = WeightsChoice(cache_root=cache_dir)
-    [res] = score(["clap@general"], gen, None, _options(choice, cache_dir))
+    [res] = score([metric], gen, None, _options(choice, cache_dir))
 
-    assert res["key"] == "clap@general" and not res["untrained"] and res["kind"] == "text-audio"
+    assert res["key"] == metric and not res["untrained"] and res["kind"] == "text-audio"
     assert res["backbone"]["sha256"] == digest and res["backbone"]["source"] == "cache"
+    assert res["backbone"]["file"] == filename
     assert res["backbone"]["tokenizer"]["vocab_size"] == 50265
     assert any("middle 10 s" in s for s in res["protocol"]["steps"])
     assert res["protocol"]["resampler"]["name"] == "soxr-hq"
@@ -198,9 +205,10 @@ def test_general_end_to_end_matches_laion_clap(laion, hf_cache, tmp_path, cache_
 
     # The embeddings themselves, as the score computed them (read back from the embedding caches).
     backbone, options = load_backbone(spec.backbone, choice), _options(choice, cache_dir)
-    emb = embed_set(gen, clap_metrics.CLAP_GENERAL, backbone, options)
+    protocol = {"clap@general": clap_metrics.CLAP_GENERAL, "clap@srcgaudio": clap_metrics.CLAP_SRCGAUDIO}[metric]
+    emb = embed_set(gen, protocol, backbone, options)
     np.testing.assert_allclose(np.concatenate(emb.per_clip()), audio_ref, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(embed_captions(emb, clap_metrics.CLAP_GENERAL, backbone, options), text_ref,
+    np.testing.assert_allclose(embed_captions(emb, protocol, backbone, options), text_ref,
                                rtol=0, atol=1e-6)
 
 

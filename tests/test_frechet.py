@@ -145,3 +145,49 @@ def test_stacked_frechet_rejects_nan_and_single_vectors():
         StackedClips([np.full((1, 8), np.nan), np.zeros((1, 8))]).frechet(good)
     with pytest.raises(ValueError, match="at least 2 vectors"):
         good.frechet(good, np.array([1, 0]))
+
+
+def _fadtk_individual(clip, reference):
+    """fadtk score_individual: np.mean / np.cov of the clip's frames against the reference set's, pytorch-fid's
+    formula with scipy's sqrtm."""
+    mu1, s1 = reference.mean(0), np.cov(reference, rowvar=False)
+    mu2, s2 = clip.mean(0), np.cov(clip, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1.dot(s2)).real
+    return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_per_clip_frechet_is_fadtks_individual_score_and_a_point_mass_for_one_row():
+    from metrics.frechet import per_clip_frechet
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((300, 6)) @ rng.standard_normal((6, 6))
+    clips = [rng.standard_normal((k, 6)) + shift for k, shift in ((20, 0.0), (40, 3.0), (7, -1.0))]
+    ours = per_clip_frechet(clips, GaussianStats(6).update(reference))
+    assert ours == pytest.approx([_fadtk_individual(c, reference) for c in clips], rel=1e-9)
+    assert ours[1] > ours[0]  # the shifted clip stands out
+    # A clip with fewer frames than dimensions (rank-deficient covariance) still matches.
+    short = rng.standard_normal((3, 6))
+    assert per_clip_frechet([short], GaussianStats(6).update(reference))[0] == pytest.approx(
+        _fadtk_individual(short, reference), rel=1e-6)
+    # One embedding: the Fréchet distance of a point mass, |x - mu|^2 + tr(S_ref).
+    x = rng.standard_normal((1, 6))
+    expected = float(np.sum((x[0] - reference.mean(0)) ** 2) + np.trace(np.cov(reference, rowvar=False)))
+    assert per_clip_frechet([x], GaussianStats(6).update(reference)) == pytest.approx([expected], rel=1e-12)
+
+
+def test_frechet_metric_reports_every_clip_with_embeddings_in_its_per_clip_table():
+    from metrics.frechet import frechet_metric
+    from metrics.inputs import ScoreOptions, SetEmbeddings
+
+    rng = np.random.default_rng(1)
+    gen_rows = [rng.standard_normal((5, 4)), np.zeros((0, 4)), rng.standard_normal((5, 4)) + 10]
+    gen = SetEmbeddings({"source": "g"}, ["a", "silent", "odd"], [None] * 3, {"embedding": gen_rows},
+                        [1.0] * 3, [False, True, False])
+    ref = SetEmbeddings({"source": "r"}, ["x", "y"], [None] * 2,
+                        {"embedding": [rng.standard_normal((30, 4)), rng.standard_normal((30, 4))]}, [1.0] * 2,
+                        [False] * 2)
+    result = frechet_metric(gen, ref, ScoreOptions(bootstrap=0, progress=False))
+    rows = {r["id"]: r for r in result["per_clip"]}
+    assert set(rows) == {"a", "odd"} and rows["odd"]["embeddings"] == 5
+    assert rows["odd"]["value"] > 10 * rows["a"]["value"]
+    assert "fadtk --indiv" in result["details"]["per_clip"]

@@ -164,3 +164,70 @@ def test_three_metrics_fit_a_1400_px_window_without_sideways_scrolling(tmp_path)
     dom.feed(_browse(exe, tmp_path, (tmp_path / "probe.html").as_uri(), "--dump-dom", "--window-size=1400,900"))
     content, box, document_width = map(int, dom.title.split())
     assert content <= box and document_width <= 1400, dom.title
+
+
+def _per_clip_records():
+    """Two models whose fd results carry per-clip values (one clip an outlier), the KL per pair beside them."""
+    out = []
+    for label, base, outlier in (("model-a", 1.0, "dog_3"), ("model-b", 2.0, None)):
+        per_fd = [{"id": f"dog_{i}", "value": base + 0.1 * i + (50.0 if f"dog_{i}" == outlier else 0.0),
+                   "embeddings": 20} for i in range(6)]
+        per_kl = [{"id": f"dog_{i}", "reference_id": f"dog_{i}", "value": 0.5 + 0.01 * i} for i in range(6)]
+        out.append(record(label, [{**result("fad-vggish@audioldm", base), "per_clip": per_fd},
+                                  {**result("kl-panns@audioldm", 0.5), "per_clip": per_kl}]))
+    return out
+
+
+def test_per_clip_table_sorts_worst_first_on_click_in_chromium(tmp_path):
+    exe = _chromium()
+    driver_exe = shutil.which("chromedriver")
+    if driver_exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromedriver is missing in CI: apt-get install -y --no-install-recommends chromium-driver")
+        pytest.skip("chromedriver not installed (Debian: apt-get install chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    table = build_table(typed(_per_clip_records()), title="Per-clip outliers")
+    assert [c.key for c in table.clip_columns] == ["fad-vggish@audioldm", "kl-panns@audioldm"]
+    assert len(table.clip_rows) == 12
+    path = tmp_path / "board.html"
+    path.write_text(html.render_table(table), encoding="utf-8")
+    options = webdriver.ChromeOptions()
+    options.binary_location = exe
+    for flag in FLAGS + ["--window-size=1200,1400", f"--user-data-dir={tmp_path}/profile"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_exe), options=options)
+    try:
+        driver.get(path.as_uri())
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1"
+        header = driver.find_element(By.CSS_SELECTOR, '#clips th[data-key="fad-vggish@audioldm"]')
+
+        def column(index):
+            return [r.find_elements(By.TAG_NAME, "td")[index].get_attribute("data-sort")
+                    for r in driver.find_elements(By.CSS_SELECTOR, "#clips tbody tr.row")]
+
+        header.click()  # lower is better: the first click puts the largest (worst) per-clip FD first
+        values = [float(v) for v in column(3)]
+        assert values == sorted(values, reverse=True) and values[0] == pytest.approx(51.3)
+        assert column(2)[0] == "dog_3" and column(0)[0] == "model-a"
+        assert header.get_attribute("aria-sort") == "descending"
+        header.click()
+        assert [float(v) for v in column(3)] == sorted(values)
+        driver.find_element(By.CSS_SELECTOR, '#clips th[data-key="fad-vggish@audioldm"]').click()
+        shot = tmp_path / "per-clip.png"
+        driver.save_screenshot(str(shot))
+        if os.environ.get("BENCH_KEEP_SCREENSHOT"):
+            shutil.copy(shot, os.environ["BENCH_KEEP_SCREENSHOT"])
+        # The main table still sorts from its own headers (two sortable tables on one page).
+        driver.find_element(By.CSS_SELECTOR, '#leaderboard th[data-key="fad-vggish@audioldm"]').click()
+        labels = [r.find_elements(By.TAG_NAME, "td")[0].text
+                  for r in driver.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr.row")]
+        assert labels == ["model-a", "model-b"]
+    finally:
+        driver.quit()
+    from matplotlib.image import imread
+
+    pixels = np.asarray(imread(shot))[..., :3]
+    assert pixels.std() > 0.05 and (pixels.min(axis=(1, 2)) < 0.5).mean() > 0.1

@@ -154,3 +154,15 @@ def test_resampler_info(method):
     assert info["name"] == method and isinstance(info["params"], dict)
     if method != "torchaudio":
         assert info["library_version"]
+
+
+def test_float64_output_keeps_resampys_float64_result():
+    import resampy
+
+    x = np.random.default_rng(0).standard_normal((2, 4410))
+    out = resample(x, 44100, 48000, "resampy-kaiser-best", np.float64)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out[:, :4800], resampy.resample(x, 44100, 48000, filter="kaiser_best", axis=-1))
+    assert resample(x.astype(np.float32), 44100, 48000, "resampy-kaiser-best").dtype == np.float32
+    with pytest.raises(ValueError, match="float64"):
+        resample(x, 44100, 48000, "julius", np.float64)

@@ -19,6 +19,7 @@ EXTRAS = {
     "panns": "PANNs metrics (fd/is/kl-panns*, kad-panns*)",
     "fadtk": "fadtk's embedding models as FAD metrics (fad-*@fadtk: CLAP, EnCodec, DAC, MERT)",
     "aesthetics": "Audiobox Aesthetics ratings (aesthetics-{ce,cu,pc,pq}@audiobox)",
+    "openl3": "OpenL3 metrics (fd-openl3*@stableaudio); then pip install --no-deps torchopenl3==1.0.1",
     "captions": "caption metrics (caption-*) and the Whisper captioners",
     "ray": "the Ray executor (--executor ray)",
     "diffusers": "the AudioLDM 2 generator (diffusers)",

@@ -36,8 +36,10 @@ _MAX_KERNEL_TAPS = 20_000_000  # phases x taps; beyond this the polyphase matrix
 _FRAMES_PER_BLOCK = 16384      # bounds the memory of the strided convolution
 
 
-def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, method: str) -> np.ndarray:
-    """Resample float32 [C, n] from orig_sr to target_sr; returns the input itself when rates match."""
+def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, method: str, dtype=np.float32) -> np.ndarray:
+    """Resample float [C, n] from orig_sr to target_sr; returns the input itself when rates match. The output
+    is float32 unless `dtype=np.float64`, which keeps a float64 input in float64 through "soxr-hq" and
+    "resampy-kaiser-best" (toolkits that resample in float64, e.g. openl3 on pyloudnorm's output)."""
     if method != NO_RESAMPLING:
         _check_method(method)
     for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
@@ -50,8 +52,12 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, method: str) ->
         raise ConfigError(f"{orig_sr} Hz audio would have to be resampled to {target_sr} Hz, but the resampler is "
                           f"{NO_RESAMPLING!r} (resampling refused); use matching rates or name a resampler")
     check_waveform(waveform, f"resample input ({orig_sr} -> {target_sr} Hz, {method})")
-    out = _METHODS[method](waveform, orig_sr, target_sr)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"resample: dtype must be float32 or float64, got {dtype!r}")
+    if np.dtype(dtype) == np.float64 and method not in ("soxr-hq", "resampy-kaiser-best"):
+        raise ValueError(f"resample: float64 output is only kept by soxr-hq and resampy-kaiser-best, not {method!r}")
+    out = _METHODS[method](waveform.astype(dtype, copy=False), orig_sr, target_sr)
+    return np.ascontiguousarray(out, dtype=dtype)
 
 
 def resampler_info(method: str) -> dict:
@@ -112,8 +118,8 @@ def _resampy_kaiser_best(waveform: np.ndarray, orig_sr: int, target_sr: int) -> 
     import resampy  # installed with frechet-audio-distance
 
     n = -(-waveform.shape[-1] * target_sr // orig_sr)  # librosa pads resampy's floor length to the ceiling
-    out = resampy.resample(np.ascontiguousarray(waveform, np.float32), orig_sr, target_sr, filter="kaiser_best",
-                           axis=-1)[:, :n]
+    x = np.ascontiguousarray(waveform, np.float64 if waveform.dtype == np.float64 else np.float32)
+    out = resampy.resample(x, orig_sr, target_sr, filter="kaiser_best", axis=-1)[:, :n]
     return np.pad(out, [(0, 0), (0, n - out.shape[1])])
 
 

@@ -119,7 +119,7 @@ def backbone_needs(backbone_id: str, choice: WeightsChoice) -> Needs:
 BackboneBuilder = Callable[[WeightsChoice], Backbone]
 # name -> builder; plugins: entry-point group "bench.backbones".
 BACKBONES = Registry("backbone", ("metrics.backbones.vggish", "metrics.backbones.panns",
-                                  "metrics.backbones.passt", "metrics.backbones.clap",
+                                  "metrics.backbones.passt", "metrics.backbones.clap", "metrics.backbones.openl3",
                                   "metrics.backbones.mel_inception", "metrics.backbones.captioner_whisper",
                                   "metrics.backbones.captioner_small", "metrics.backbones.encodec",
                                   "metrics.backbones.dac_latents", "metrics.backbones.audiobox",

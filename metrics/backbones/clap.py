@@ -71,6 +71,8 @@ class ClapSpec:
 
 SPECS = {s.backbone: s for s in (
     ClapSpec("clap-630k-audioset", "clap-630k-audioset", "630k-audioset-best.pt", "HTSAT-tiny", False, 77),
+    # SRC-gAudio's footnote 3 names "630k-best" (LAION's 630k model trained without AudioSet).
+    ClapSpec("clap-630k", "clap-630k", "630k-best.pt", "HTSAT-tiny", False, 77),
     ClapSpec("clap-630k-audioset-fusion", "clap-630k-audioset-fusion", "630k-audioset-fusion-best.pt",
              "HTSAT-tiny", True, 77),
     ClapSpec("clap-music-audioset", "clap-music-audioset", "music_audioset_epoch_15_esc_90.14.pt",
