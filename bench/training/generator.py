@@ -339,7 +339,9 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def run_key(name: str, data_fingerprint: str, settings: TrainSettings, size: str, overrides: dict) -> str:
-    """Identity of a training run (for caches keyed by content and settings)."""
+def run_key(name: str, data_fingerprint: str, settings: TrainSettings, size: str, overrides: dict,
+            config: dict) -> str:
+    """Identity of a training run (for caches keyed by content and settings). The resolved config is part of
+    it: when a size's defaults change (a new architecture), a cached run of the old ones is not resumed."""
     return stable_hash({"generator": name, "data": data_fingerprint, "settings": asdict(settings), "size": size,
-                        "overrides": overrides, "format": FORMAT})
+                        "overrides": overrides, "config": config, "format": FORMAT})

@@ -107,7 +107,8 @@ def ensure_generator_training(training: dict, base_dir: Path, cache_root: Path |
         name = table["generator"]
         config = apply_overrides(get_trainable(name).default_config(size), overrides, name)
         dataset = TrainingData(open_training_set(table["data"], base_dir), config, progress=progress)
-        directory = run_dir(root, run, run_key(name, dataset.fingerprint, settings, size, overrides))
+        directory = run_dir(root, run, run_key(name, dataset.fingerprint, settings, size, overrides,
+                                                  config))
         outcome = train_generator(name, dataset, directory, settings, size, overrides, progress=progress, log=log)
         for path in outcome.checkpoints:
             resolved[f"{PREFIX}{run}/{path.name}"] = str(path)
