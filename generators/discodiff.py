@@ -351,7 +351,8 @@ class DiscoDiffGenerator:
                 wave, rate_meta = at_requested_rate(wave, rate, request, self.context.resampler)
                 meta = {"generator": self.name, "generator_version": self.version,
                         **checkpoint_metadata(self.info), "codec": self.config["codec"],
-                        "text_encoder": self.config["text_encoder"], "seed": request.seed,
+                        "text_encoder": self.config["text_encoder"], "denoiser": self.model.denoiser,
+                        "seed": request.seed,
                         "prompt_index": p.index, "sample_index": s, **sampling, **ref_meta, **rate_meta}
                 out.append(GeneratedAudio(p.id, s, wave.astype(np.float32), request.sample_rate, meta))
         return out

@@ -292,6 +292,7 @@ class SRCgAudioGenerator:
                         "sample_index": k, "steps": steps, "guidance": guidance, "eta": eta,
                         "rate_condition": rate, "mel_config": {"n_fft": n_fft, "hop": hop, "n_mels": n_mels},
                         "vocoder": vocoder, "text_encoder": self.config["text_encoder"],
+                        "denoiser": self.config.get("denoiser", "transformer"),
                         "native_sample_rate": rate, "output_sample_rate": rate, "resampler": None}
                 out.append(GeneratedAudio(p.id, k, wave, rate, meta))
         return out

@@ -4,8 +4,8 @@ latents).
 Levels: level i first downsamples by factors[i] (1: none), then runs items[i] residual conv blocks; after
 each block, where the level asks for it, a transformer block: self-attention (attentions[i]), cross-
 attention to the text tokens (cross_attentions[i]) and a feed-forward layer. A middle block (resblock,
-attention, resblock), then the mirrored up path: each block takes its down twin's output as a skip
-(concatenated), and the level ends by upsampling by factors[i]. Every resblock is modulated (FiLM) by the
+attention as at the deepest level, resblock), then the mirrored up path: each block takes its down
+twin's output as a skip (concatenated), and the level ends by upsampling by factors[i]. Every resblock is modulated (FiLM) by the
 diffusion time embedding plus the mean-pooled text embedding. Written from the thesis's description
 (Schneider 2023, sections 5.2-5.3: "cross attention blocks at different resolutions", attention only
 where the sequence is short) and DiscoDiff's (U-Net with text cross-attention).
@@ -146,7 +146,8 @@ class UNet1d(nn.Module):
             self.down.append(nn.ModuleList(Stage(below if j == 0 else w, w, config, bool(config["attentions"][i]),
                                                  cross(i)) for j in range(items[i])))
             below = w
-        self.mid = nn.ModuleList([Stage(below, below, config, True, text_dim),
+        # the middle block attends like the deepest level (self-attention only where the levels have it)
+        self.mid = nn.ModuleList([Stage(below, below, config, bool(config["attentions"][-1]), text_dim),
                                   Stage(below, below, config, False, None)])
         for i in reversed(range(len(widths))):
             w = widths[i]
