@@ -160,7 +160,7 @@ class GeneratorTraits:
 
 GeneratorFactory = Callable[[str | None, GeneratorContext], Generator]
 # name -> (factory, one-line summary); plugins: entry-point group "bench.generators".
-GENERATORS = Registry("generator", ("generators.baselines", "generators.archisound",
+GENERATORS = Registry("generator", ("generators.baselines", "generators.archisound", "generators.archisound_latent",
                                     "generators.audioldm2", "generators.dac_resynthesis", "generators.discodiff",
                                     "generators.diffsound", "generators.srcgaudio", "generators.files",
                                     "generators.command", "generators.diffusers_audio", "generators.musicgen"),

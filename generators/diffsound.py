@@ -59,6 +59,8 @@ class DiffsoundModel(nn.Module):
         self.grid = token_grid(c)
         self.content_codec = SpecVQGAN(c)
         self.transformer = DiffusionTransformer(build_text_encoder(c), DiffusionNet(c, self.grid))
+        if c.get("freeze_text_encoder"):  # the paper's frozen CLIP: no gradient, so the optimizer leaves it
+            self.transformer.condition_emb.requires_grad_(False)
         self.vocoder = MelVocoder(c["n_mels"], c["hop"], c["vocoder_width"]) if c["vocoder"] == "learned" else None
         self.schedule = MaskUniformSchedule(c["codebook_size"], c["timesteps"], c["final_mask_rate"])
 
@@ -88,7 +90,8 @@ PAPER = {"sample_rate": 22050, "duration_s": 10.0, "n_fft": 1024, "hop": 256, "n
          "adversarial_weight": 0.8, "disc_channels": 64, "disc_layers": 3,
          "dim": 1024, "layers": 19, "heads": 16, "mlp_ratio": 4, "timesteps": 100, "final_mask_rate": 0.9,
          "aux_weight": 1e-4, "text_encoder": "clip-text", "text_dim": 512, "text_vocab": 49408,
-         "text_max_words": 77, "text_layers": 12, "text_heads": 8, "vocoder": "griffin-lim", "vocoder_width": 512,
+         "text_max_words": 77, "text_layers": 12, "text_heads": 8, "freeze_text_encoder": True,
+         "vocoder": "griffin-lim", "vocoder_width": 512,
          # section V-B: AdamW (0.9, 0.94), base learning rate 3e-6; the authors' weight decay 4.5e-2 and
          # learning-rate schedule (Diffsound/configs/caps.yaml): warm up to 4.5e-4 in 1000 steps, then halve
          # after 25000 steps without a 10% better loss, down to 1e-6
@@ -102,7 +105,8 @@ TINY = {"sample_rate": 16000, "duration_s": 1.0, "n_fft": 512, "hop": 256, "n_me
         "adversarial_weight": 0.0, "disc_channels": 16, "disc_layers": 2,
         "dim": 64, "layers": 2, "heads": 2, "mlp_ratio": 4, "timesteps": 20, "final_mask_rate": 0.9,
         "aux_weight": 1.0, "text_encoder": "hashed-words", "text_dim": 64, "text_vocab": 1024,
-        "text_max_words": 16, "vocoder": "learned", "vocoder_width": 32, "max_duration_s": 1.0,
+        "text_max_words": 16, "freeze_text_encoder": False, "vocoder": "learned", "vocoder_width": 32,
+        "max_duration_s": 1.0,
         # the paper's optimizer and the authors' schedule, shortened for minutes of CPU training
         "lr": 2e-4, "optimizer": {"name": "adamw", "betas": [0.9, 0.94], "weight_decay": 4.5e-2},
         "lr_schedule": {"name": "warmup-plateau", "warmup_steps": 5, "warmup_lr": 2e-3, "factor": 0.5,

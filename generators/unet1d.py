@@ -12,6 +12,8 @@ where the sequence is short) and DiscoDiff's (U-Net with text cross-attention).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,8 @@ LAYOUT_KEYS = ("widths", "factors", "items", "attentions", "cross_attentions", "
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels), channels)
+    groups = min(8, channels)
+    return nn.GroupNorm(groups if channels % groups == 0 else math.gcd(groups, channels), channels)
 
 
 class ResBlock(nn.Module):
@@ -118,15 +121,19 @@ def check_layout(config: dict, owner: str) -> None:
 
 class UNet1d(nn.Module):
     """(x [B, in_features, L], t [B], text tokens/pad or None) -> [B, out_features, L]; L a multiple of
-    `multiple` (the product of the factors)."""
+    `multiple` (the product of the factors). With `inject_channels`, a conditioning tensor at level
+    `inject_level`'s resolution is concatenated to the features there, after that level's downsampling
+    (the diffusion autoencoder's latent, "injected directly in the U-Net at the right resolution")."""
 
-    def __init__(self, in_features: int, out_features: int, config: dict, text_dim: int | None):
+    def __init__(self, in_features: int, out_features: int, config: dict, text_dim: int | None,
+                 inject_channels: int = 0, inject_level: int | None = None):
         super().__init__()
         check_layout(config, "U-Net")
         widths, factors = [int(w) for w in config["widths"]], [int(f) for f in config["factors"]]
         items = [int(i) for i in config["items"]]
         self.emb_dim = int(config["emb_dim"])
         self.factors = factors
+        self.inject_level = inject_level if inject_channels else None
         self.multiple = 1
         for f in factors:
             self.multiple *= f
@@ -143,7 +150,8 @@ class UNet1d(nn.Module):
         for i, (w, f) in enumerate(zip(widths, factors)):
             self.downsamples.append(nn.Conv1d(below, below, 2 * f, stride=f, padding=f // 2) if f > 1
                                     else nn.Identity())
-            self.down.append(nn.ModuleList(Stage(below if j == 0 else w, w, config, bool(config["attentions"][i]),
+            first = below + (inject_channels if i == self.inject_level else 0)
+            self.down.append(nn.ModuleList(Stage(first if j == 0 else w, w, config, bool(config["attentions"][i]),
                                                  cross(i)) for j in range(items[i])))
             below = w
         # the middle block attends like the deepest level (self-attention only where the levels have it)
@@ -159,7 +167,8 @@ class UNet1d(nn.Module):
             below = widths[i - 1] if i and factors[i] > 1 else w
         self.head = nn.Sequential(_norm(below), nn.SiLU(), nn.Conv1d(below, out_features, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: tuple | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: tuple | None = None,
+                inject: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] % self.multiple:
             raise ValueError(f"length {x.shape[-1]} must be a multiple of {self.multiple}")
         emb = self.time_mlp(sinusoid(t * 1000.0, self.emb_dim))
@@ -169,8 +178,10 @@ class UNet1d(nn.Module):
             emb = emb + self.text_pool(mean_pool(tokens, pad))
         h = self.stem(x)
         skips = []
-        for downsample, stages in zip(self.downsamples, self.down):
+        for level, (downsample, stages) in enumerate(zip(self.downsamples, self.down)):
             h = downsample(h)
+            if level == self.inject_level:
+                h = torch.cat([h, inject], 1)
             for stage in stages:
                 h = stage(h, emb, tokens, pad)
                 skips.append(h)

@@ -156,6 +156,7 @@ def test_paper_config_is_the_papers_model_and_the_authors_layout_key_for_key():
     assert (config["codebook_size"], config["code_dim"], config["n_mels"], config["hop"]) == (256, 256, 80, 256)
     assert token_grid(config) == (5, 53) and 5 * 53 == 265
     assert config["optimizer"] == {"name": "adamw", "betas": [0.9, 0.94], "weight_decay": 4.5e-2}
+    assert config["freeze_text_encoder"]  # "the VQ-VAE and text encoder are fixed when we train the decoder"
     with torch.device("meta"):
         model = DiffsoundModel(config)
     assert model.frames(10 * 22050) == 848  # 10 s: 862 centred frames (the paper's ~860) cropped to 848
@@ -213,7 +214,9 @@ def test_the_authors_checkpoints_load_key_for_key_and_generate(tmp_path, monkeyp
     bench_format = tmp_path / "bench.pt"
     torch.save({"format": "bench-generator-checkpoint/1", "model": torch.load(diffusion_path)["model"]}, bench_format)
     assert not is_official(bench_format)
-    model = trainable.build(config, seed=0)
+    model = trainable.build({**config, "freeze_text_encoder": True}, seed=0)
+    assert not any(p.requires_grad for p in model.transformer.condition_emb.parameters())
+    assert all(p.requires_grad for p in model.transformer.transformer.parameters())
     info = load_official(model, diffusion_path, vq_path)
     state = model.state_dict()
     assert info["epoch"] == 299 and info["discriminator"] == "from the VQ-VAE checkpoint"
