@@ -19,7 +19,7 @@ DAC_44KHZ = register_weights(WeightsCard(
     name="dac-44khz",
     filename="dac_weights_44khz_8kbps_0.0.1.pth",
     url="https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/weights.pth",
-    backbone="dac",
+    backbone="dac-44khz",  # --checkpoint dac-44khz=PATH (the fad-dac-44khz@fadtk backbone)
     license="MIT (descriptinc/descript-audio-codec)",
     citation="Kumar et al., High-Fidelity Audio Compression with Improved RVQGAN, NeurIPS 2023",
 ))
