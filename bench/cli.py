@@ -209,10 +209,18 @@ def cmd_weights(args) -> int:
                                        else "unpublished")
             print(f"{row['name']:<12} {'cached' if row['cached'] else 'missing':<8} {row['filename']}  {size}")
             print(f"{'':<12} url {row['url']}\n{'':<12} sha256 {digest}; license {row['license']}")
+        for card in sorted(weights.KNOWN_HUB_MODELS.values(), key=lambda c: c.name):
+            missing = weights.hub_missing_files(card)
+            print(f"{card.name:<12} {'missing' if missing else 'cached':<8} Hugging Face repo {card.repo} "
+                  f"({', '.join(card.files)}; read from the HF cache)")
+            print(f"{'':<12} license {card.license}{'; ' + card.note if card.note else ''}")
         return 0
     if args.action == "fetch":
-        names = args.names or sorted(weights.KNOWN_WEIGHTS)
+        names = args.names or sorted([*weights.KNOWN_WEIGHTS, *weights.KNOWN_HUB_MODELS])
         for name in names:
+            if name in weights.KNOWN_HUB_MODELS:
+                print(f"{name}: {weights.fetch_hub_model(weights.KNOWN_HUB_MODELS[name])} (Hugging Face cache)")
+                continue
             resolved = weights.resolve(name, root, allow_download=True)
             print(f"{name}: {resolved.path} ({resolved.source}) sha256 {resolved.sha256}")
         return 0

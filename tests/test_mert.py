@@ -116,3 +116,15 @@ def test_untrained_stand_in_is_labelled_and_gives_layer_12_frames():
     assert examples.shape == (1, 24000)
     assert bb.embed(examples)["embedding"].shape == (1, 74, 768)
     assert MERT_95M.prepare(x[:, :200], 16000).shape[0] == 0  # under 400 samples at 24 kHz: no frame
+
+
+def test_bench_weights_lists_hub_models_with_their_cache_status(hf_cache, capsys):
+    from bench import cli
+
+    assert cli.main(["weights", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    mert_line = next(line for line in lines if line.startswith("mert-v1-95m "))
+    assert "cached" in mert_line and "m-a-p/MERT-v1-95M" in mert_line
+    aes_line = next(line for line in lines if line.startswith("audiobox-aesthetics "))
+    assert "missing" in aes_line and "facebook/audiobox-aesthetics" in aes_line
+    assert any(line.startswith("encodec-24khz ") for line in lines)  # the file cards too

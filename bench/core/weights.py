@@ -49,6 +49,49 @@ def register_weights(card: WeightsCard) -> WeightsCard:
     return KNOWN_WEIGHTS.add(card.name, card)
 
 
+@dataclass(frozen=True)
+class HubCard:
+    """A model read from the Hugging Face cache (HF_HOME), not a single file in our cache: its repository, the
+    files that must be there, and the patterns `bench weights fetch` downloads."""
+
+    name: str
+    repo: str
+    files: tuple[str, ...]  # present in the cached snapshot = usable
+    fetch_patterns: tuple[str, ...]
+    backbone: str
+    license: str
+    citation: str
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# name -> hub card; listed and fetched by `bench weights` beside the file cards.
+KNOWN_HUB_MODELS = Registry("hub model")
+
+
+def register_hub_model(card: HubCard) -> HubCard:
+    return KNOWN_HUB_MODELS.add(card.name, card)
+
+
+def hub_missing_files(card: HubCard) -> list[str]:
+    from huggingface_hub import try_to_load_from_cache
+
+    return [f for f in card.files if not isinstance(try_to_load_from_cache(card.repo, f), str)]
+
+
+def fetch_hub_model(card: HubCard) -> Path:
+    """Download the card's files into the Hugging Face cache; the snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(card.repo, allow_patterns=list(card.fetch_patterns)))
+    except OSError as exc:  # huggingface_hub's network and not-found errors are OSErrors
+        raise CheckpointError(f"could not download {card.repo} for {card.name!r} into the Hugging Face cache: "
+                              f"{exc}") from exc
+
+
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ UNTRAINED_INIT = "audiobox-aesthetics-seeded-init-v1"  # bump when the seeded in
 _IDENTITY = {axis: {"mean": 0.0, "std": 1.0} for axis in AXES}
 CITATION = ("Tjandra et al., Meta Audiobox Aesthetics: Unified Automatic Quality Assessment for Speech, Music, "
             "and Sound, arXiv:2502.05139, 2025")
+weights_registry.register_hub_model(weights_registry.HubCard(
+    name=BACKBONE, repo=REPO, files=("config.json", "model.safetensors"),
+    fetch_patterns=("config.json", "model.safetensors"), backbone=BACKBONE, license="CC-BY-4.0", citation=CITATION))
 
 
 def _model_class():
@@ -47,7 +50,8 @@ def _fetch_hint(reason: str) -> str:
     from huggingface_hub import constants
 
     return (f"Audiobox Aesthetics could not be loaded from the Hugging Face cache ({constants.HF_HUB_CACHE}): "
-            f"{reason}. Fetch it once with network access: `hf download {REPO}` (config.json and model.safetensors), "
+            f"{reason}. Fetch it once with network access: `bench weights fetch {BACKBONE}` or `hf download {REPO}` "
+            "(config.json and model.safetensors), "
             "or point HF_HOME at a cache that has it.")
 
 

@@ -37,6 +37,11 @@ MIN_SAMPLES = 400  # the first convolution's kernel: shorter clips give no frame
 UNTRAINED_INIT = "mert-hubert-base-seeded-init-v1"  # bump when the seeded initialisation changes
 _FILES = ("config.json", "preprocessor_config.json")
 CITATION = "Li et al., MERT: Acoustic Music Understanding Model with Large-Scale Self-supervised Training, ICLR 2024"
+weights_registry.register_hub_model(weights_registry.HubCard(
+    name=BACKBONE, repo=REPO, files=("config.json", "preprocessor_config.json", "configuration_MERT.py",
+                                     "modeling_MERT.py"),
+    fetch_patterns=("*.json", "*.py", "*.safetensors", "*.bin"), backbone=BACKBONE, license="CC-BY-NC-4.0",
+    citation=CITATION, note="runs the repository's own model code (trust_remote_code), as fadtk does"))
 
 
 def _transformers():
@@ -51,7 +56,8 @@ def _fetch_hint(reason: str) -> str:
     from huggingface_hub import constants
 
     return (f"MERT could not be loaded from the Hugging Face cache ({constants.HF_HUB_CACHE}): {reason}. Fetch it "
-            f"once with network access: `hf download {REPO}` (config.json, preprocessor_config.json, "
+            f"once with network access: `bench weights fetch {BACKBONE}` or `hf download {REPO}` (config.json, "
+            "preprocessor_config.json, "
             "configuration_MERT.py, modeling_MERT.py and the weights), or point HF_HOME at a cache that has it. "
             "MERT's model code lives in that repository (trust_remote_code), so there is no offline stand-in for "
             "its published weights; --weights untrained runs transformers' HubertModel at MERT's sizes instead.")
