@@ -1,9 +1,11 @@
 """ArchiSound's diffusion magnitude autoencoder and the latent text-to-music model (thesis section 5.4): their
-shapes, sizes, training at tiny size (loss falls, reconstruction error under a stated bound), generation."""
+shapes, sizes, training at tiny size (loss falls; what the reconstruction error does and does not show),
+generation."""
 import numpy as np
 import pytest
 import torch
 
+from bench.benchmarks.dmae_latent_use import clips, logmel_error, reconstruction_error
 from bench.core.errors import ConfigError
 from bench.core.synthetic import synthetic_dataset
 from bench.training.generator import TrainSettings, train_generator
@@ -12,23 +14,12 @@ from generators.trainable import describe_model, get_trainable, model_for_genera
 from tests.generator_helpers import by_key, one_thread  # noqa: F401 (autouse fixture)
 
 QUIET = dict(progress=False, log=lambda *a: None)
-# Reconstruction error: mean |log10 mel power| difference (32 mel bands, 256-point STFT, power floor 1e-4)
-# between the decoded and the original clip, over the built-in set's clips. Untrained: 3.40; after 120 steps
-# (batch 2, 0.25 s crops) the tiny autoencoder measured 3.23: the bound is 3.3. Its reconstructions are
-# still far from the clips (different clips differ by 1.1): a smoke-scale model, not a codec.
+# Reconstruction error (bench.benchmarks.dmae_latent_use): mean |log10 mel power| difference between the
+# decoded and the original clip, over the built-in set's clips. Untrained: 3.40; after 120 steps
+# (batch 2, 0.25 s crops) the tiny autoencoder measured 3.23: the bound is 3.3. That is not reconstruction:
+# the decoded clips are broadband noise (rms ~0.4, louder than the clips), silence scores 0.72, and the
+# decoder ignores its latent (docs/generators.md, ArchiSound: what the tiny autoencoder learns).
 RECONSTRUCTION_BOUND = 3.3
-
-
-def _logmel_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    import librosa
-
-    fb = torch.from_numpy(librosa.filters.mel(sr=8000, n_fft=256, n_mels=32)).float()
-
-    def logmel(x):
-        power = torch.stft(x, 256, 64, window=torch.hann_window(256), return_complex=True).abs().pow(2)
-        return torch.log10(fb @ power + 1e-4)
-
-    return float((logmel(a) - logmel(b)).abs().mean())
 
 
 @pytest.fixture(scope="module")
@@ -66,19 +57,20 @@ def test_the_latent_model_is_the_theses_size():
     assert d.config["duration_s"] * 48000 == 2 ** 21  # section 5.7.1: 2^21-sample crops (~44 s)
 
 
-def test_the_autoencoder_trains_and_reconstructs_within_the_bound(data, dmae):
+def test_the_autoencoder_trains_but_at_tiny_size_ignores_its_latent(data, dmae):
     losses = dmae.losses
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
-    x0 = torch.stack([torch.from_numpy(np.asarray(data.load(c)[0], np.float32)[:, :3968]) for c in data.clips])
-
-    def error(checkpoint):
-        model, _, _ = model_for_generator("archisound-dmae", checkpoint)
-        latents = model.encode(x0)
-        return np.mean([_logmel_error(model.decode(latents[i:i + 1], 10, torch.Generator().manual_seed(i))[0, 0],
-                                      x0[i, 0]) for i in range(len(x0))])
-
-    untrained, trained = error(None), error(str(dmae.checkpoints[-1]))
-    assert trained < RECONSTRUCTION_BOUND < untrained
+    x0 = clips(data)
+    untrained, _, _ = model_for_generator("archisound-dmae", None)
+    trained, _, _ = model_for_generator("archisound-dmae", str(dmae.checkpoints[-1]))
+    own, swapped = reconstruction_error(trained, x0), reconstruction_error(trained, x0, shift=1)
+    assert own < RECONSTRUCTION_BOUND < reconstruction_error(untrained, x0)
+    # What the number is at this size (pinned so the docs stay true; when a tiny config learns to use its
+    # latent these flip, and the test should then require own well below swapped): the error is the
+    # decoder's leftover noise, worse than silence, and another clip's latent decodes as well as the clip's.
+    silence = np.mean([logmel_error(torch.zeros_like(x), x) for x in x0[:, 0]])
+    assert silence < own
+    assert abs(own - swapped) < 0.02 * swapped, (own, swapped)
 
     gen = build_generator("archisound-dmae", str(dmae.checkpoints[-1]), GeneratorContext(data))
     prompts = tuple(Prompt(c.id, c.caption, i) for i, c in enumerate(data.clips[:2]))
