@@ -56,7 +56,7 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, method: str, dt
         raise ValueError(f"resample: dtype must be float32 or float64, got {dtype!r}")
     if np.dtype(dtype) == np.float64 and method not in ("soxr-hq", "resampy-kaiser-best"):
         raise ValueError(f"resample: float64 output is only kept by soxr-hq and resampy-kaiser-best, not {method!r}")
-    out = _METHODS[method](waveform.astype(dtype, copy=False), orig_sr, target_sr)
+    out = _METHODS[method](waveform, orig_sr, target_sr)
     return np.ascontiguousarray(out, dtype=dtype)
 
 
