@@ -1,8 +1,9 @@
 """Score sets of audio with registered metrics: decode -> prepare -> backbone outputs (cached) -> kernel.
 
 Backbone outputs (embeddings, logits, ...) are cached per clip (decoded-audio hash + backbone card +
-protocol id/version + batch size + batching scheme) and per set (set fingerprint + the same), so an unchanged reference
-set is processed once and reused. Work is done in chunks: a killed run loses at most the chunk in flight.
+protocol id/version + batch size + batching scheme + the clip's piece size and place, bench.batching) and per
+set (set fingerprint + the same), so an unchanged reference set is processed once and reused. Work is done
+in chunks of whole pieces: a killed run loses at most the chunk in flight.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from bench.core.audio import LONG_CLIP_SAMPLES, SILENCE_PEAK, check_waveform, is_silent, read_blocks
+from bench.batching import MAX_BATCH_VALUES, batch_rows, embed_examples, plan_pieces, run_piece, streamed
+from bench.core.audio import SILENCE_PEAK, check_waveform, is_silent, read_blocks
 from bench.core.cache import ArrayCache, stable_hash
 from bench.core.crashpoints import crash_point
 from bench.core.errors import AudioError, BenchError, ConfigError, doing
@@ -31,74 +33,11 @@ from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, get_metric, metric_key
 
 # Bump when the layout of cached backbone outputs or the batching that produced them changes: older
-# entries then miss instead of breaking. 3: per-clip batches without padding (was: fixed-shape padded).
-CACHE_FORMAT = 3
-BATCHING = "per-clip, same-shape examples in chunks of at most batch_size, no padding"
-
-
-def clip_batches(examples, batch_size: int) -> list[list[int]]:
-    """The batches (indices into `examples`) one clip's examples run in.
-
-    Same-shape examples of the clip, in order, in chunks of at most `batch_size`; nothing is padded and
-    nothing from another clip joins. CPU kernels pick different code paths for different batch shapes
-    (outputs move by ~1e-5), so an example's output is a function of its batch's shape; here that shape
-    depends only on its own clip (and batch_size, part of the cache key), never on the set, its order
-    or its chunking: a resumed, re-chunked or re-ordered run reproduces an uninterrupted one bit for bit.
-    """
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(examples):
-        groups.setdefault((np.shape(x), np.asarray(x).dtype.str), []).append(i)
-    return [indices[start:start + batch_size] for indices in groups.values()
-            for start in range(0, len(indices), batch_size)]
-
-
-@dataclass
-class _ClipOutputs:
-    """One clip's batch outputs as the backbone returned them (tensors possibly still on the device)."""
-
-    # per batch of clip_batches: {name: [len(batch), dim]}, or [len(batch), frames, dim] for a backbone
-    # that gives several rows (frames) per example (EnCodec, DAC, MERT): its rows are the frames in order
-    parts: list[dict]
-    order: np.ndarray  # rows of the concatenated batches, in example order
-
-    def host(self, outputs: dict[str, int]) -> dict[str, np.ndarray]:
-        if not self.parts:
-            return {name: np.zeros((0, dim), np.float32) for name, dim in outputs.items()}
-        out = {}
-        for name, dim in outputs.items():
-            values = [p[name] for p in self.parts]
-            if not isinstance(values[0], np.ndarray):  # torch tensors: one copy to the host per output
-                import torch
-
-                same = all(v.shape[1:] == values[0].shape[1:] for v in values)
-                values = [torch.cat(values).cpu().numpy()] if same else [v.cpu().numpy() for v in values]
-            if values[0].ndim == 2:
-                out[name] = np.ascontiguousarray(np.concatenate(values)[self.order], np.float32)
-            else:  # frames per example: example by example, then their frames in order
-                examples = [example for v in values for example in v]
-                rows = [examples[i] for i in self.order]
-                out[name] = np.ascontiguousarray(np.concatenate(rows).reshape(-1, dim), np.float32)
-        return out
-
-
-def _run_clip(backbone: Backbone, examples, batch_size: int) -> _ClipOutputs:
-    batches = clip_batches(examples, batch_size)
-    run = backbone.embed_tensors or backbone.embed
-    parts = [run(np.stack([examples[i] for i in batch])) for batch in batches]
-    order = np.argsort(np.concatenate(batches), kind="stable") if batches else np.zeros(0, np.int64)
-    return _ClipOutputs(parts, order)
-
-
-def embed_clip(backbone: Backbone, examples, batch_size: int) -> dict[str, np.ndarray]:
-    """One clip's backbone outputs, {name: float32 [k, dim]} in example order (k may be 0)."""
-    return _run_clip(backbone, examples, batch_size).host(backbone.outputs)
-
-
-def embed_examples(backbone: Backbone, inputs: list, batch_size: int) -> dict[str, np.ndarray]:
-    """Every clip's examples through the backbone (clip by clip, see clip_batches), stacked in input order."""
-    per_clip = [embed_clip(backbone, clip, batch_size) for clip in inputs]
-    return {name: np.concatenate([c[name] for c in per_clip]) if per_clip else np.zeros((0, dim), np.float32)
-            for name, dim in backbone.outputs.items()}
+# entries then miss instead of breaking. 4: pieces of same-signature clips batched together (bench.batching);
+# 3: per-clip batches without padding; before: fixed-shape padded batches.
+CACHE_FORMAT = 4
+BATCHING = ("pieces of at most batch_size clips of one length/rate/channels in content order; same-shape "
+            f"examples of a piece in batches of at most batch_size rows and {MAX_BATCH_VALUES} values; no padding")
 
 
 @dataclass(frozen=True)
@@ -117,7 +56,7 @@ def _decode(clipset, clip, protocol: EmbeddingProtocol):
     info = clipset.file_info(clip)
     if info is not None:
         frames, rate, channels = info
-        if protocol.stream is not None and frames * channels > LONG_CLIP_SAMPLES:
+        if streamed(info, protocol):
             return LongClip(clip.path, clip.origin, frames, rate)
         if protocol.stream is None and frames / rate > protocol.max_whole_clip_s:
             raise AudioError(f"{clip.origin}: the clip lasts {frames / rate:.0f} s; {protocol.id} feeds whole "
@@ -128,7 +67,7 @@ def _decode(clipset, clip, protocol: EmbeddingProtocol):
 
 
 def _embed_long(embedder: "_Embedder", clip: LongClip):
-    """(outputs, duration_s, silent) of a long clip, its examples embedded as they come."""
+    """(outputs, duration_s, silent) of a long clip (alone in its piece), its examples embedded as they come."""
     backbone, batch_size = embedder.backbone, embedder.batch_size
     peak = 0.0
 
@@ -148,9 +87,10 @@ def _embed_long(embedder: "_Embedder", clip: LongClip):
     for examples in embedder.protocol.stream(read, clip.rate):
         pending.append(examples)
         held = sum(len(e) for e in pending)
-        if held >= batch_size:  # whole batches now, the rest waits: the same batches as one big call
+        rows = batch_rows(examples.shape[1:], batch_size)
+        if held >= rows:  # whole batches now, the rest waits: the same batches as one big call
             stacked = np.concatenate(pending)
-            cut = held - held % batch_size
+            cut = held - held % rows
             run(stacked[:cut])
             pending = [stacked[cut:]]
     if sum(len(e) for e in pending):
@@ -184,23 +124,31 @@ def _prepare(protocol: EmbeddingProtocol, item):
     return protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
 
 
-def _embed_chunk(embedder: _Embedder, decoded: list):
-    """(waveform, rate, origin) or LongClip per clip -> (outputs, duration_s, silent) per clip.
+def _embed_chunk(embedder: _Embedder, decoded: list[list]):
+    """Pieces (bench.batching) of decoded clips, (waveform, rate, origin) or a LongClip alone ->
+    (outputs, duration_s, silent) per clip, pieces after one another.
 
-    Worker threads prepare the clips ahead while this thread queues the forward passes, clip by clip;
-    the outputs reach the host once per chunk (on a GPU the host never waits on a single clip)."""
+    Worker threads prepare the clips ahead while this thread queues the forward passes, piece by piece;
+    the outputs reach the host once per chunk (on a GPU the host never waits on a single batch)."""
     pending = []
     with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
-        for prepared in pool.map(functools.partial(_prepare, embedder.protocol), decoded):
-            if isinstance(prepared, LongClip):
-                pending.append((_embed_long(embedder, prepared), False))
+        prepared = pool.map(functools.partial(_prepare, embedder.protocol), [c for piece in decoded for c in piece])
+        for piece in decoded:
+            items = [next(prepared) for _ in piece]
+            if isinstance(items[0], LongClip):  # streamed clips are planned alone
+                pending.append((None, [_embed_long(embedder, items[0])]))
             else:
-                examples, dur, silent = prepared
-                pending.append(((_run_clip(embedder.backbone, examples, embedder.batch_size), dur, silent), True))
+                outs = run_piece(embedder.backbone, [examples for examples, _, _ in items], embedder.batch_size)
+                pending.append((outs, [(dur, silent) for _, dur, silent in items]))
             if embedder.on_clip is not None:
-                embedder.on_clip(1)
-    return [(outs.host(embedder.backbone.outputs), dur, silent) if on_device else (outs, dur, silent)
-            for (outs, dur, silent), on_device in pending]
+                embedder.on_clip(len(piece))
+    done = []
+    for outs, rest in pending:
+        if outs is None:
+            done += rest
+        else:
+            done += [(o, dur, silent) for o, (dur, silent) in zip(outs.host(embedder.backbone.outputs), rest)]
+    return done
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,
@@ -220,19 +168,28 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
                              hit["durations"].tolist(), hit["silent"].tolist())
 
     clip_cache = ArrayCache(options.root, "embeddings")
+
+    def clip_key(piece, place):  # the piece's size and the clip's place in it fix its batch shapes
+        return {**base_key, "clip_hash": clipset.clip_hash(piece[place]), "piece": [len(piece), place]}
+
     results: dict[str, tuple] = {}
-    todo = []
-    for clip in clipset.clips:
-        entry = clip_cache.get({**base_key, "clip_hash": clipset.clip_hash(clip)})
-        if entry is None:
-            todo.append(clip)
-        else:
+    todo = []  # pieces with a clip not cached: computed whole (their clips batch together)
+    for piece in plan_pieces(clipset, clipset.clips, protocol, options.batch_size):
+        entries = [clip_cache.get(clip_key(piece, place)) for place in range(len(piece))]
+        if any(entry is None for entry in entries):
+            todo.append(piece)
+            continue
+        for clip, entry in zip(piece, entries):
             results[clip.id] = ({n: entry[f"out.{n}"] for n in names}, float(entry["duration"]),
                                 bool(entry["silent"]))
     bar = tqdm(total=len(clipset), initial=len(results), unit="clip", disable=not options.progress,
                desc=f"{protocol.id} {label}".strip())
     step = options.chunk_clips or options.batch_size
-    chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
+    chunks: list[list[list]] = []  # whole pieces, at most `step` clips unless one piece is larger
+    for piece in todo:
+        if not chunks or sum(map(len, chunks[-1])) + len(piece) > step:
+            chunks.append([])
+        chunks[-1].append(piece)
     job = Job(key=f"embed:{protocol.id}:{options.batch_size}:{options.workers}:{stable_hash(repr(options.weights))}",
               build=_build_embedder,
               args=(protocol.backbone, options.weights, protocol, options.batch_size, options.workers),
@@ -246,20 +203,20 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
             # The next chunk decodes while this one is embedded; at most two chunks are held in memory.
             ahead = None
             for chunk in chunks:
-                loading = [pool.submit(load, c) for c in chunk]
+                loading = [[pool.submit(load, c) for c in piece] for piece in chunk]
                 if ahead is not None:
-                    yield [f.result() for f in ahead]
+                    yield [[f.result() for f in piece] for piece in ahead]
                 ahead = loading
             if ahead is not None:
-                yield [f.result() for f in ahead]
+                yield [[f.result() for f in piece] for piece in ahead]
 
         executor = options.executor or LocalExecutor()
         for chunk, embedded in zip(chunks, executor.map(job, decoded())):
-            for clip, (outs, dur, silent) in zip(chunk, embedded):
-                clip_cache.put({**base_key, "clip_hash": clipset.clip_hash(clip)},
-                               {**{f"out.{n}": v for n, v in outs.items()}, "duration": np.float64(dur),
-                                "silent": np.bool_(silent)})
-                results[clip.id] = (outs, dur, silent)
+            placed = [(piece, place) for piece in chunk for place in range(len(piece))]
+            for (piece, place), (outs, dur, silent) in zip(placed, embedded):
+                clip_cache.put(clip_key(piece, place), {**{f"out.{n}": v for n, v in outs.items()},
+                                                        "duration": np.float64(dur), "silent": np.bool_(silent)})
+                results[piece[place].id] = (outs, dur, silent)
             crash_point("embed")
             bar.update(len(results) - bar.n)  # executors that run elsewhere report per chunk
     bar.close()

@@ -1,13 +1,18 @@
-"""Per-clip batching (bench.scoring.clip_batches): no padding, and a clip's outputs are bitwise the same
-whatever set, order or chunking it is scored in; values agree with the old fixed-shape padded batching."""
+"""Batching (bench.batching): no padding; clips of one signature batch together in pieces; a clip's outputs
+are bitwise the same whatever order or chunking its set is scored in, and depend on its set only through its
+piece's size and its place (both in its cache key); values agree with the old fixed-shape padded batching."""
 import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from bench.core.errors import BenchError
+
 from bench.core.clipsets import ClipSet, load_directory
-from bench.scoring import clip_batches, embed_clip, embed_examples, embed_set
+from bench import batching
+from bench.batching import batch_rows, embed_clip, embed_examples, piece_batches, run_piece
+from bench.scoring import embed_set
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.inputs import ScoreOptions
 from metrics.panns_metrics import PANNS_16K_AUDIOLDM
@@ -45,10 +50,10 @@ class Counting:
         return self._embed(batch)
 
 
-def _embed(clipset, backbone, root, batch_size=4, chunk_clips=None):
+def _embed(clipset, backbone, root, batch_size=4, chunk_clips=None, protocol=VGGISH_AUDIOLDM):
     opts = ScoreOptions(weights=WEIGHTS, cache_root=root, batch_size=batch_size, chunk_clips=chunk_clips,
                         progress=False)
-    emb = embed_set(clipset, VGGISH_AUDIOLDM, backbone, opts)
+    emb = embed_set(clipset, protocol, backbone, opts)
     return dict(zip(emb.clip_ids, emb.per_clip()))
 
 
@@ -65,6 +70,70 @@ def test_batches_come_from_one_clip_in_bounded_number_without_padding(mixed, tmp
     assert sum(shape[0] for shape in counting.shapes) == sum(counts)  # not one padded example
     assert len(counting.shapes) == sum(math.ceil(k / 2) for k in counts)  # batches never span clips
     assert max(shape[0] for shape in counting.shapes) == 2  # but repeated shapes do batch
+
+
+@pytest.fixture(scope="module")
+def equal(tmp_path_factory):
+    """Five clips of one length, rate and channel count, and two of another."""
+    rng = np.random.default_rng(3)
+    clips = {f"eq{i}": ((0.1 * rng.standard_normal((1, 32000))).astype(np.float32), 16000) for i in range(5)}
+    clips.update({f"odd{i}": ((0.1 * rng.standard_normal((2, 9000))).astype(np.float32), 22050) for i in range(2)})
+    return load_directory(write_clips(tmp_path_factory.mktemp("equal"), clips))
+
+
+def test_clips_of_one_signature_batch_together_in_pieces(equal, tmp_path):
+    pieces = batching.plan_pieces(equal, equal.clips, PANNS_16K_AUDIOLDM, 3)
+    hashes = {c.id: equal.clip_hash(c) for c in equal.clips}
+    assert [len(p) for p in pieces] == [3, 2, 2]  # 5 clips of one signature, then the 2 others
+    eq_order = [c.id for p in pieces[:2] for c in p]
+    assert eq_order == sorted(eq_order, key=lambda i: hashes[i])  # content order, not set order
+    counting = Counting(load_backbone("panns-cnn14-16k", WEIGHTS))
+    out = _embed(equal, counting.backbone, tmp_path, batch_size=3, protocol=PANNS_16K_AUDIOLDM)
+    assert sorted(shape[0] for shape in counting.shapes) == [2, 2, 3]  # one forward per piece
+    for clip in (pieces[0][0], pieces[1][1]):  # the same values as alone, to float tolerance
+        alone = _embed(_subset(equal, [clip]), counting.backbone, tmp_path / clip.id, 3, protocol=PANNS_16K_AUDIOLDM)
+        scale = np.abs(alone[clip.id]).max()
+        assert np.abs(out[clip.id] - alone[clip.id]).max() <= 1e-5 * scale
+
+
+def test_pieces_reproduce_bitwise_whatever_order_or_chunking(equal, tmp_path):
+    backbone = load_backbone("vggish", WEIGHTS)
+    together = _embed(equal, backbone, tmp_path / "all", batch_size=3)
+    shuffled = _subset(equal, [equal.clips[i] for i in np.random.default_rng(2).permutation(len(equal))])
+    for name, chunk in (("chunk1", 1),):
+        again = _embed(shuffled, backbone, tmp_path / name, batch_size=3, chunk_clips=chunk)
+        assert all(again[c.id].tobytes() == together[c.id].tobytes() for c in equal.clips)
+
+
+@pytest.mark.parametrize("name,shape", [("vggish", (1, 96, 64)), ("panns-cnn14-16k", (40000,))])
+def test_an_examples_output_depends_on_its_batch_shape_only(name, shape):
+    """What per-piece batching relies on: with the rows of a batch fixed, another row or other
+    companions leave an example's output bit for bit the same."""
+    backbone = load_backbone(name, WEIGHTS)
+    x = (0.1 * np.random.default_rng(5).standard_normal((5, *shape))).astype(np.float32)
+    first = run_piece(backbone, [[x[0]], [x[1]], [x[2]]], 3).host(backbone.outputs)
+    moved = run_piece(backbone, [[x[3]], [x[1]], [x[0]]], 3).host(backbone.outputs)
+    other = run_piece(backbone, [[x[4]], [x[0]], [x[3]]], 3).host(backbone.outputs)
+    for out in backbone.outputs:
+        assert first[0][out].tobytes() == moved[2][out].tobytes() == other[1][out].tobytes()
+
+
+def test_clips_of_one_signature_give_one_example_layout_in_every_protocol():
+    """The premise of per-signature pieces: a protocol's example shapes follow from length, rate and
+    channel count, not from content (silence, noise, a tone)."""
+    from metrics.registry import all_metrics
+
+    protocols = {m.protocol.id: m.protocol for m in all_metrics().values() if m.protocol.resampler != "none"}
+    assert len(protocols) >= 8
+    rng = np.random.default_rng(0)
+    for protocol in protocols.values():
+        for frames, rate, channels in ((7000, 16000, 1), (50000, 22050, 2), (330000, 32000, 1)):  # < 1 s, 2 s, 10.3 s
+            t = np.arange(frames) / rate
+            waves = [np.zeros((channels, frames), np.float32),
+                     (0.3 * rng.standard_normal((channels, frames))
+                      + np.sin(2 * np.pi * 440 * t)).astype(np.float32)]
+            layouts = {tuple(np.shape(x) for x in protocol.prepare(w, rate)) for w in waves}
+            assert len(layouts) == 1, protocol.id
 
 
 def test_a_clips_outputs_do_not_depend_on_set_order_or_chunking(mixed, tmp_path):
@@ -107,16 +176,26 @@ def test_values_match_the_padded_fixed_shape_batching(mixed, protocol):
         assert scale > 0 and np.abs(new[name] - old[name]).max() <= 1e-5 * scale
 
 
-def test_clip_batches_groups_shapes_in_order():
+def test_piece_batches_group_shapes_clip_after_clip():
     a, b = np.zeros(5, np.float32), np.zeros(3, np.float32)
-    assert clip_batches([a, a, b, a, a, a, b], 2) == [[0, 1], [3, 4], [5], [2, 6]]
-    assert clip_batches([a, a.astype(np.float64)], 4) == [[0], [1]]  # dtypes are not mixed either
-    assert clip_batches([], 4) == []
+    assert piece_batches([[a, a, b, a, a, a, b]], 2) == [[(0, 0), (0, 1)], [(0, 3), (0, 4)], [(0, 5)],
+                                                         [(0, 2), (0, 6)]]
+    assert piece_batches([[a, b], [a, b], [a, b]], 2) == [[(0, 0), (1, 0)], [(2, 0)], [(0, 1), (1, 1)], [(2, 1)]]
+    assert piece_batches([[a, a.astype(np.float64)]], 4) == [[(0, 0)], [(0, 1)]]  # dtypes are not mixed either
+    assert piece_batches([[]], 4) == []
+    with pytest.raises(BenchError, match="different example shapes"):
+        piece_batches([[a, a], [a]], 4)
+
+
+def test_large_examples_batch_in_fewer_rows():
+    assert batch_rows((96, 64), 32) == 32  # VGGish examples: batch_size
+    assert batch_rows((160000,), 32) == batching.MAX_BATCH_VALUES // 160000 == 8  # 10 s at 16 kHz
+    assert batch_rows((10 ** 7,), 32) == 1 and batch_rows((16000,), 3) == 3
 
 
 def test_device_tensor_path_equals_the_host_path(mixed):
-    """Backbones with embed_tensors keep outputs on their device until the chunk ends (bench.scoring
-    _ClipOutputs.host); on CPU the same code path runs and must give the same bytes as embed()."""
+    """Backbones with embed_tensors keep outputs on their device until the chunk ends (bench.batching
+    PieceOutputs.host); on CPU the same code path runs and must give the same bytes as embed()."""
     for protocol in (VGGISH_AUDIOLDM, PANNS_16K_AUDIOLDM):
         backbone = load_backbone(protocol.backbone, WEIGHTS)
         assert backbone.embed_tensors is not None

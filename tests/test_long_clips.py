@@ -28,6 +28,7 @@ def test_vggish_stream_equals_prepare(rate, seconds):
 
 
 def test_long_files_stream_with_the_same_hash_and_embeddings(tmp_path, monkeypatch):
+    import bench.batching as batching
     import bench.scoring as scoring
     from metrics.backbones.base import WeightsChoice, load_backbone
     from metrics.inputs import ScoreOptions
@@ -39,7 +40,7 @@ def test_long_files_stream_with_the_same_hash_and_embeddings(tmp_path, monkeypat
     backbone = load_backbone("vggish", weights)
     seen = {}
     for long_samples in (1 << 40, 1 << 16):  # first nothing is long, then the 5 s file is
-        monkeypatch.setattr(scoring, "LONG_CLIP_SAMPLES", long_samples)
+        monkeypatch.setattr(batching, "LONG_CLIP_SAMPLES", long_samples)
         monkeypatch.setattr(clipsets, "LONG_CLIP_SAMPLES", long_samples)
         clips = clipsets.load_directory(tmp_path)
         options = ScoreOptions(weights=weights, cache_root=Path(tmp_path / f"cache{long_samples}"), batch_size=4,

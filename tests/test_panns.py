@@ -26,7 +26,8 @@ from bench.core.synthetic import synthetic_dataset
 from bench.core.errors import AudioError, BenchError, CheckpointError
 from bench.core.resample import resample
 from metrics.inputs import ScoreOptions
-from bench.scoring import embed_examples, embed_set, score
+from bench.batching import embed_examples
+from bench.scoring import embed_set, score
 from metrics.backbones import base, panns
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.panns_metrics import PANNS_16K_AUDIOLDM, PANNS_32K_AUDIOLDM
