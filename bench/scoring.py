@@ -33,7 +33,8 @@ from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, get_metric, metric_key
 
 # Bump when the layout of cached backbone outputs or the batching that produced them changes: older
-# entries then miss instead of breaking. 4: pieces of same-signature clips batched together (bench.batching);
+# entries then miss instead of breaking. 4: pieces of same-signature clips batched together (bench.batching),
+# channels-last VGGish and Cnn14 weights;
 # 3: per-clip batches without padding; before: fixed-shape padded batches.
 CACHE_FORMAT = 4
 BATCHING = ("pieces of at most batch_size clips of one length/rate/channels in content order; same-shape "
