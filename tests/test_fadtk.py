@@ -136,7 +136,7 @@ def test_fadtk_presets_are_frechet_with_kad_and_inf_variants():
 
 
 def test_untrained_encodec_frames_flatten_per_clip_in_order():
-    from bench.scoring import embed_clip
+    from bench.batching import embed_clip
     from metrics.backbones.base import load_backbone
 
     bb = load_backbone("encodec-48khz", WeightsChoice(mode="untrained"))

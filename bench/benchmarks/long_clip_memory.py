@@ -42,7 +42,7 @@ def write_clip(path: Path, seconds: float, seed: int) -> Path:
 
 
 def child(args) -> None:
-    import bench.scoring as scoring
+    import bench.batching as batching
     from bench.core import clipsets
     from bench.scoring import embed_set, score
     from metrics.backbones.base import WeightsChoice, load_backbone
@@ -50,7 +50,7 @@ def child(args) -> None:
     from metrics.registry import get_metric
 
     if args.whole:  # today's path: every clip decoded and prepared whole
-        scoring.LONG_CLIP_SAMPLES = clipsets.LONG_CLIP_SAMPLES = 1 << 62
+        batching.LONG_CLIP_SAMPLES = clipsets.LONG_CLIP_SAMPLES = 1 << 62
     weights = WeightsChoice(mode="untrained", seed=0)
     options = ScoreOptions(weights=weights, cache_root=Path(args.cache), batch_size=32, bootstrap=0, progress=False)
     t0 = time.perf_counter()
