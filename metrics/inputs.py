@@ -18,7 +18,8 @@ class ScoreOptions:
     cache_root: Path | None = None
     batch_size: int = 32
     workers: int = 2
-    # Clips per unit of durable progress (cached before the next starts); None: batch_size clips.
+    # Clips per unit of durable progress (cached before the next starts); None: batch_size clips. Units are
+    # whole pieces (bench.batching: up to batch_size clips of one length), so a unit may hold one larger piece.
     chunk_clips: int | None = None
     bootstrap: int = 200  # resamples for confidence intervals; 0 disables them
     bootstrap_seed: int = 0
