@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.errors import ConfigError
+from bench.core.seeding import pinned_threads
 from generators.archisound_unet import ArchisoundNet
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate, check_request,
                              register_generator, sample_rng, sample_seed)
@@ -283,12 +284,8 @@ class ArchisoundGenerator:
         # One intra-op thread: the bits do not depend on the machine's core count, and per-sample kernels
         # this small gain nothing from threads (on a busy 2-core machine 2 threads ran 10x slower).
         # Parallelism across samples belongs to the executor's workers.
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with pinned_threads(1):
             return self._generate(request)
-        finally:
-            torch.set_num_threads(before)
 
     def _generate(self, request: GenerationRequest) -> list[GeneratedAudio]:
         check_request(self, request)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import ConfigError
+from bench.core.seeding import pinned_threads
 from generators.archisound import RECIPE, ArchisoundGenerator, alpha_sigma, v_sample
 from generators.archisound_unet import Transform
 from generators.base import (GeneratedAudio, GenerationRequest, GeneratorContext, at_requested_rate, check_request,
@@ -292,12 +293,8 @@ class LatentGenerator:
         self.version = f"{VERSION}+{info['label']}+ae-" + (ae["sha256"][:12] if ae["sha256"] else ae["checkpoint"])
 
     def generate(self, request: GenerationRequest) -> list[GeneratedAudio]:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)  # bits independent of the core count, as the other ArchiSound generators
-        try:
+        with pinned_threads(1):  # bits independent of the core count, as the other ArchiSound generators
             return self._generate(request)
-        finally:
-            torch.set_num_threads(before)
 
     def _generate(self, request: GenerationRequest) -> list[GeneratedAudio]:
         check_request(self, request)

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.core.audio import read_audio
 from bench.core.errors import BenchError
-from bench.scoring import embed_clip
+from bench.batching import embed_clip
 from metrics.backbones.base import WeightsChoice, load_backbone
 from metrics.frechet import frechet_distance
 from metrics.registry import get_metric

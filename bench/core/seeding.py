@@ -1,11 +1,13 @@
 """Seeded randomness without hidden state: every purpose (and step) of a run gets its own CPU generator.
 
 A draw depends only on (seed, purpose, index), never on how many draws came before or on the batch a
-sample sits in, so resumed runs and re-chunked work reproduce uninterrupted ones bit for bit.
+sample sits in, so resumed runs and re-chunked work reproduce uninterrupted ones bit for bit. The
+intra-op thread count is pinned for the same reason: CPU kernels' results depend on it.
 """
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,3 +32,14 @@ def epoch_batch(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
         mask = positions // n == epoch
         out[mask] = perm[positions[mask] % n]
     return out
+
+
+@contextmanager
+def pinned_threads(threads: int):
+    """Run with exactly `threads` intra-op threads (CPU kernels' results depend on it), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

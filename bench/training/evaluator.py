@@ -26,8 +26,8 @@ from tqdm import tqdm
 from bench.core.cache import atomic_write_json, stable_hash
 from bench.core.clip_sources import open_training_set
 from bench.core.errors import ConfigError
-from bench.core.seeding import derived_generator, epoch_batch
-from bench.training.loop import pinned_threads, run_steps
+from bench.core.seeding import derived_generator, epoch_batch, pinned_threads
+from bench.training.loop import run_steps
 from bench.training.resumable import (
     TrainResult,
     resume,

@@ -9,23 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 from tqdm import tqdm
 
 from bench.core.errors import ConfigError
-
-
-@contextmanager
-def pinned_threads(threads: int):
-    """Run with exactly `threads` intra-op threads (CPU kernels' results depend on it), then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, start: int, steps: int,
