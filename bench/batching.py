@@ -10,7 +10,11 @@ plan below fixes them from the clip and its place in a *piece*, and the cache ke
   (tests/test_batching.py checks each registered protocol). Clips without a file header and clips streamed
   whole (bench.core.audio.LONG_CLIP_SAMPLES) have no signature: they run alone.
 - Pieces: the clips of one signature, in content order (clip hash, then id), cut into pieces of at most
-  batch_size clips; the last piece is shorter. A set of distinct lengths is all pieces of one clip.
+  piece_clips clips; the last piece is shorter. The default, piece_clips = 1, runs every clip alone: its
+  embedding then never depends on the other clips of its set (the issue-15 requirement). piece_clips > 1
+  is an opt-in speed-up for equal-length sets: a clip's bits then depend on how many clips of its length
+  the set holds (sets scored at 1 and at N differ by ~1e-6 relative). A set of distinct lengths is all
+  pieces of one clip either way.
 - Batches: a piece's same-shape examples, clip after clip, in batches of batch_rows(shape) rows (the last
   one shorter); nothing is padded. A clip's batch shapes then follow from its own examples, the size of
   its piece and its place in it: (piece size, place) is part of its cache key, so a resumed, re-chunked or
@@ -42,7 +46,7 @@ def streamed(info: tuple[int, int, int] | None, protocol) -> bool:
     return info is not None and protocol.stream is not None and info[0] * info[2] > LONG_CLIP_SAMPLES
 
 
-def plan_pieces(clipset, clips, protocol, batch_size: int) -> list[list]:
+def plan_pieces(clipset, clips, protocol, piece_clips: int) -> list[list]:
     """The clips in pieces (see the module doc), pieces of one signature in content order, signatures in
     order of first appearance."""
     by_signature: dict = {}
@@ -53,7 +57,7 @@ def plan_pieces(clipset, clips, protocol, batch_size: int) -> list[list]:
     pieces = []
     for members in by_signature.values():
         members.sort(key=lambda c: (clipset.clip_hash(c), c.id))
-        pieces += [members[start:start + batch_size] for start in range(0, len(members), batch_size)]
+        pieces += [members[start:start + piece_clips] for start in range(0, len(members), piece_clips)]
     return pieces
 
 

@@ -33,11 +33,10 @@ from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, get_metric, metric_key
 
 # Bump when the layout of cached backbone outputs or the batching that produced them changes: older
-# entries then miss instead of breaking. 4: pieces of same-signature clips batched together (bench.batching),
-# channels-last VGGish and Cnn14 weights;
+# entries then miss instead of breaking. 4: pieces of same-signature clips batched together (bench.batching);
 # 3: per-clip batches without padding; before: fixed-shape padded batches.
 CACHE_FORMAT = 4
-BATCHING = ("pieces of at most batch_size clips of one length/rate/channels in content order; same-shape "
+BATCHING = ("pieces of at most piece_clips clips of one length/rate/channels in content order; same-shape "
             f"examples of a piece in batches of at most batch_size rows and {MAX_BATCH_VALUES} values; no padding")
 
 
@@ -175,7 +174,7 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
 
     results: dict[str, tuple] = {}
     todo = []  # pieces with a clip not cached: computed whole (their clips batch together)
-    for piece in plan_pieces(clipset, clipset.clips, protocol, options.batch_size):
+    for piece in plan_pieces(clipset, clipset.clips, protocol, options.piece_clips):
         entries = [clip_cache.get(clip_key(piece, place)) for place in range(len(piece))]
         if any(entry is None for entry in entries):
             todo.append(piece)

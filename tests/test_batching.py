@@ -50,9 +50,9 @@ class Counting:
         return self._embed(batch)
 
 
-def _embed(clipset, backbone, root, batch_size=4, chunk_clips=None, protocol=VGGISH_AUDIOLDM):
+def _embed(clipset, backbone, root, batch_size=4, chunk_clips=None, protocol=VGGISH_AUDIOLDM, piece_clips=1):
     opts = ScoreOptions(weights=WEIGHTS, cache_root=root, batch_size=batch_size, chunk_clips=chunk_clips,
-                        progress=False)
+                        piece_clips=piece_clips, progress=False)
     emb = embed_set(clipset, protocol, backbone, opts)
     return dict(zip(emb.clip_ids, emb.per_clip()))
 
@@ -88,7 +88,7 @@ def test_clips_of_one_signature_batch_together_in_pieces(equal, tmp_path):
     eq_order = [c.id for p in pieces[:2] for c in p]
     assert eq_order == sorted(eq_order, key=lambda i: hashes[i])  # content order, not set order
     counting = Counting(load_backbone("panns-cnn14-16k", WEIGHTS))
-    out = _embed(equal, counting.backbone, tmp_path, batch_size=3, protocol=PANNS_16K_AUDIOLDM)
+    out = _embed(equal, counting.backbone, tmp_path, batch_size=3, protocol=PANNS_16K_AUDIOLDM, piece_clips=3)
     assert sorted(shape[0] for shape in counting.shapes) == [2, 2, 3]  # one forward per piece
     for clip in (pieces[0][0], pieces[1][1]):  # the same values as alone, to float tolerance
         alone = _embed(_subset(equal, [clip]), counting.backbone, tmp_path / clip.id, 3, protocol=PANNS_16K_AUDIOLDM)
@@ -98,10 +98,10 @@ def test_clips_of_one_signature_batch_together_in_pieces(equal, tmp_path):
 
 def test_pieces_reproduce_bitwise_whatever_order_or_chunking(equal, tmp_path):
     backbone = load_backbone("vggish", WEIGHTS)
-    together = _embed(equal, backbone, tmp_path / "all", batch_size=3)
+    together = _embed(equal, backbone, tmp_path / "all", batch_size=3, piece_clips=3)
     shuffled = _subset(equal, [equal.clips[i] for i in np.random.default_rng(2).permutation(len(equal))])
     for name, chunk in (("chunk1", 1),):
-        again = _embed(shuffled, backbone, tmp_path / name, batch_size=3, chunk_clips=chunk)
+        again = _embed(shuffled, backbone, tmp_path / name, batch_size=3, chunk_clips=chunk, piece_clips=3)
         assert all(again[c.id].tobytes() == together[c.id].tobytes() for c in equal.clips)
 
 
@@ -230,3 +230,13 @@ def test_every_long_step_reports_progress(mixed, tmp_path, capsys):
     assert "fad-vggish@audioldm: loading backbone vggish" in err
     assert "fad-vggish@audioldm: computing (bootstrap 5 resamples)" in err
     assert "vggish@audioldm generated" in err and f"{len(mixed)}/{len(mixed)}" in err
+
+
+def test_by_default_an_embedding_does_not_depend_on_the_rest_of_its_set(equal, tmp_path):
+    """piece_clips = 1 (the default): every clip runs alone, so a clip scored in a set of five clips of
+    its length has the bytes it has when scored alone."""
+    backbone = load_backbone("panns-cnn14-16k", WEIGHTS)
+    together = _embed(equal, backbone, tmp_path / "all", batch_size=3, protocol=PANNS_16K_AUDIOLDM)
+    clip = equal.clips[2]
+    alone = _embed(_subset(equal, [clip]), backbone, tmp_path / "alone", batch_size=3, protocol=PANNS_16K_AUDIOLDM)
+    assert together[clip.id].tobytes() == alone[clip.id].tobytes()
