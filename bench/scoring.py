@@ -385,7 +385,7 @@ def _score_metric(metric: MetricDef, generated, reference, options: ScoreOptions
     return describe_result(metric, gen, ref, backbone, options,
                            floor=lambda: cached_noise_floor(metric, ref, {
                                "set_fingerprint": reference.fingerprint(), "backbone": backbone.card_key,
-                               "batch_size": options.batch_size}, options),
+                               "batch_size": options.batch_size, "piece_clips": options.piece_clips}, options),
                            where=f"{generated.source} vs {reference.source if ref is not None else '-'}")
 
 
@@ -420,6 +420,7 @@ def describe_result(metric: MetricDef, gen: SetEmbeddings, ref: SetEmbeddings | 
         "generated": gen.summary(),
         "reference": ref.summary() if ref is not None else None,
         "batch_size": options.batch_size,
+        "piece_clips": options.piece_clips,
         "bootstrap": {"resamples": options.bootstrap, "seed": options.bootstrap_seed,
                       "level": options.ci_level},
         "versions": library_versions(),
