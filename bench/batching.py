@@ -1,39 +1,41 @@
-"""Which backbone inputs run together, and in batches of which shape (bench.scoring uses this).
+"""How backbone inputs are batched (bench.scoring uses this), and why batching never changes a value.
 
-Measured on this project's CPU (python -m bench.benchmarks.forward_settings): an example's output depends
-on the number of rows of its batch (kernels pick code paths by batch size; outputs move by ~1e-6 relative
-between batch sizes), but for a given batch shape not on its row nor on the other rows. So a batch may mix
-clips, and an embedding is reproducible bit for bit as long as the batch shapes of its examples are: the
-plan below fixes them from the clip and its place in a *piece*, and the cache key records both.
+An example's backbone output is DEFINED as what the backbone gives for it alone (a batch of one row), so
+an embedding depends only on its clip, never on the other clips of its set, their order, the batch size
+or the chunking. Batching is a speed-up used only where it gives those very bits. Measured on this
+project's CPU (python -m bench.benchmarks.forward_settings):
+- 2-d linear layers (the heads) give other last bits at other row counts (BLAS picks kernels by rows):
+  the backbones run them in blocks of a fixed number of rows (metrics.backbones.blocked_linear), after
+  which VGGish, and Cnn14 / PaSST / CLAP on inputs of a few seconds or more, are batch-invariant;
+- convolutions on small inputs are not (Cnn14 on 1.5 s: oneDNN picks other algorithms by problem size).
+So each kind of batch (backbone, example shape and dtype, rows) is checked once per process: the last
+example of the first such batch runs alone too, and the outputs are compared bit for bit. Where they
+differ, batches of that kind run one example at a time from then on (slower; same values), said once
+on stderr.
 
-- Signature: clips with the same (frames, rate, channels) get the same example shapes from every protocol
-  (tests/test_batching.py checks each registered protocol). Clips without a file header and clips streamed
-  whole (bench.core.audio.LONG_CLIP_SAMPLES) have no signature: they run alone.
-- Pieces: the clips of one signature, in content order (clip hash, then id), cut into pieces of at most
-  piece_clips clips; the last piece is shorter. The default, piece_clips = 1, runs every clip alone: its
-  embedding then never depends on the other clips of its set (the issue-15 requirement). piece_clips > 1
-  is an opt-in speed-up for equal-length sets: a clip's bits then depend on how many clips of its length
-  the set holds (sets scored at 1 and at N differ by ~1e-6 relative). A set of distinct lengths is all
-  pieces of one clip either way.
-- Batches: a piece's same-shape examples, clip after clip, in batches of batch_rows(shape) rows (the last
-  one shorter); nothing is padded. A clip's batch shapes then follow from its own examples, the size of
-  its piece and its place in it: (piece size, place) is part of its cache key, so a resumed, re-chunked or
-  re-ordered run reproduces an uninterrupted one bit for bit.
+Within a unit of work, examples of one shape (and dtype), clip after clip, run in batches of
+batch_rows(shape) rows; nothing is padded. Clips streamed whole (bench.core.audio.LONG_CLIP_SAMPLES)
+run on their own (bench.scoring).
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
 from bench.core.audio import LONG_CLIP_SAMPLES
-from bench.core.errors import BenchError
 
 # At most this many input values per batch (8 PANNs inputs of 10 s at 16 kHz): batch rows beyond it
 # barely speed up a CPU forward and multiply its memory (Cnn14_16k on 10 s inputs, peak RSS: 8 rows
 # 1.1 GB, 32 rows 2.3 GB). VGGish's examples (96 x 64) still batch at batch_size rows.
 MAX_BATCH_VALUES = 8 * 160_000
+
+# (backbone card hash, device, example shape, dtype, rows) -> whether such a batch gives each example's
+# bits alone. Per process: kernels are picked on the machine that runs them.
+_BATCH_GIVES_ALONE: dict[tuple, bool] = {}
 
 
 def batch_rows(shape: tuple, batch_size: int) -> int:
@@ -46,32 +48,11 @@ def streamed(info: tuple[int, int, int] | None, protocol) -> bool:
     return info is not None and protocol.stream is not None and info[0] * info[2] > LONG_CLIP_SAMPLES
 
 
-def plan_pieces(clipset, clips, protocol, piece_clips: int) -> list[list]:
-    """The clips in pieces (see the module doc), pieces of one signature in content order, signatures in
-    order of first appearance."""
-    by_signature: dict = {}
-    for clip in clips:
-        info = clipset.file_info(clip)
-        signature = ("alone", clip.id) if info is None or streamed(info, protocol) else tuple(info)
-        by_signature.setdefault(signature, []).append(clip)
-    pieces = []
-    for members in by_signature.values():
-        members.sort(key=lambda c: (clipset.clip_hash(c), c.id))
-        pieces += [members[start:start + piece_clips] for start in range(0, len(members), piece_clips)]
-    return pieces
-
-
-def piece_batches(piece: list, batch_size: int) -> list[list[tuple[int, int]]]:
-    """The batches, as (clip, example) index pairs, that a piece's examples (one list per clip) run in.
-
-    Same-shape (and dtype) examples, clip after clip, in chunks of batch_rows(shape); every clip of a piece
-    must have the same example shapes (same signature), or its batch shapes would depend on the others."""
-    layouts = {tuple((np.shape(x), np.asarray(x).dtype.str) for x in examples) for examples in piece}
-    if len(layouts) > 1:
-        raise BenchError("clips of one length, rate and channel count gave different example shapes: the "
-                         "protocol's example shapes depend on content, which per-signature batching excludes")
+def plan_batches(per_clip: list, batch_size: int) -> list[list[tuple[int, int]]]:
+    """The batches, as (clip, example) index pairs, that clips' examples (one list per clip) run in:
+    same-shape (and dtype) examples, clip after clip, in chunks of batch_rows(shape)."""
     groups: dict[tuple, list[tuple[int, int]]] = {}
-    for c, examples in enumerate(piece):
+    for c, examples in enumerate(per_clip):
         for i, x in enumerate(examples):
             groups.setdefault((np.shape(x), np.asarray(x).dtype.str), []).append((c, i))
     batches = []
@@ -81,18 +62,43 @@ def piece_batches(piece: list, batch_size: int) -> list[list[tuple[int, int]]]:
     return batches
 
 
-@dataclass
-class PieceOutputs:
-    """A piece's batch outputs as the backbone returned them (tensors possibly still on the device)."""
+def _same_bits(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    import torch
 
-    # per batch of piece_batches: {name: [rows, dim]}, or [rows, frames, dim] for a backbone that gives
-    # several rows (frames) per example (EnCodec, DAC, MERT): an example's rows are its frames in order
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def _kind(backbone, stacked: np.ndarray) -> tuple:
+    return backbone.card_hash, backbone.device, stacked.shape[1:], stacked.dtype.str, len(stacked)
+
+
+def _check_batch(backbone, run, stacked: np.ndarray, outputs: dict) -> bool:
+    """Whether batches like `stacked` give each example's bits alone, checked on its last example (for a
+    fixed batch shape an example's bits do not depend on its row or its companions), remembered."""
+    alone = run(stacked[-1:])
+    same = all(_same_bits(outputs[name][-1:], alone[name]) for name in backbone.outputs)
+    _BATCH_GIVES_ALONE[_kind(backbone, stacked)] = same
+    if not same:
+        print(f"note: {backbone.id} on {backbone.device}: a batch of {len(stacked)} examples of shape "
+              f"{stacked.shape[1:]} gives other last bits than each example alone on this machine; such "
+              "batches run one example at a time (same values, slower)", file=sys.stderr)
+    return same
+
+
+@dataclass
+class BatchOutputs:
+    """Batch outputs as the backbone returned them (tensors possibly still on the device)."""
+
+    # per forward pass: {name: [rows, dim]}, or [rows, frames, dim] for a backbone that gives several
+    # rows (frames) per example (EnCodec, DAC, MERT): an example's rows are its frames in order
     parts: list[dict]
-    order: np.ndarray  # examples of the concatenated batches, in (clip, example) order
+    order: np.ndarray  # examples of the concatenated parts, in (clip, example) order
     counts: list[int]  # examples per clip
 
     def host(self, outputs: dict[str, int]) -> list[dict[str, np.ndarray]]:
-        """Per clip {name: float32 [rows, dim]}: one copy to the host per output where the batches'
+        """Per clip {name: float32 [rows, dim]}: one copy to the host per output where the parts'
         shapes allow (no sync per batch)."""
         bounds = np.cumsum(self.counts)[:-1]
         per_name = {}
@@ -117,24 +123,41 @@ class PieceOutputs:
                 for c in range(len(self.counts))]
 
 
-def run_piece(backbone, piece: list, batch_size: int) -> PieceOutputs:
-    """Queue the forward passes of a piece's examples (one list per clip); outputs stay where they are."""
-    batches = piece_batches(piece, batch_size)
+def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
+    """Queue the forward passes of clips' examples (one list per clip), in plan_batches' batches; a full
+    batch runs as soon as its clips have arrived (`per_clip` may be a generator that prepares them), the
+    partial ones at the end. Outputs stay where they are."""
     run = backbone.embed_tensors or backbone.embed
-    parts = [run(np.stack([piece[c][i] for c, i in batch])) for batch in batches]
-    counts = [len(examples) for examples in piece]
+    parts, ran, counts = [], [], []  # ran: (clip, example) of each row of the concatenated parts
+    arrived: list = []
+    open_batches: dict[tuple, list[tuple[int, int]]] = {}
+
+    def flush(batch):
+        stacked = np.stack([arrived[c][i] for c, i in batch])
+        known = _BATCH_GIVES_ALONE.get(_kind(backbone, stacked)) if len(batch) > 1 else True
+        out = run(stacked) if known is not False else None
+        if out is not None and (known or _check_batch(backbone, run, stacked, out)):
+            parts.append(out)
+        else:
+            parts.extend(run(stacked[j:j + 1]) for j in range(len(batch)))
+        ran.extend(batch)
+
+    for c, examples in enumerate(per_clip):
+        arrived.append(examples)
+        counts.append(len(examples))
+        for i, x in enumerate(examples):
+            group = (np.shape(x), np.asarray(x).dtype.str)
+            batch = open_batches.setdefault(group, [])
+            batch.append((c, i))
+            if len(batch) == batch_rows(group[0], batch_size):
+                flush(open_batches.pop(group))
+    for batch in open_batches.values():
+        flush(batch)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    flat = np.array([starts[c] + i for batch in batches for c, i in batch], np.int64)
-    return PieceOutputs(parts, np.argsort(flat, kind="stable"), counts)
+    flat = np.array([starts[c] + i for c, i in ran], np.int64)
+    return BatchOutputs(parts, np.argsort(flat, kind="stable"), counts)
 
 
 def embed_clip(backbone, examples, batch_size: int) -> dict[str, np.ndarray]:
-    """One clip's backbone outputs, alone (a piece of one clip): {name: float32 [k, dim]} (k may be 0)."""
-    return run_piece(backbone, [examples], batch_size).host(backbone.outputs)[0]
-
-
-def embed_examples(backbone, inputs: list, batch_size: int) -> dict[str, np.ndarray]:
-    """Every clip's examples through the backbone, each clip alone, stacked in input order."""
-    per_clip = [embed_clip(backbone, clip, batch_size) for clip in inputs]
-    return {name: np.concatenate([c[name] for c in per_clip]) if per_clip else np.zeros((0, dim), np.float32)
-            for name, dim in backbone.outputs.items()}
+    """One clip's examples through the backbone: {name: float32 [k, dim]} (k may be 0)."""
+    return run_batches(backbone, [examples], batch_size).host(backbone.outputs)[0]

@@ -84,7 +84,7 @@ def cmd_score(args) -> int:
     from metrics.inputs import ScoreOptions
 
     options = ScoreOptions(weights=weights_choice(args), cache_root=cache_root(args), batch_size=args.batch_size,
-                           piece_clips=args.piece_clips, workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
+                           workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
                            progress=not args.quiet and args.format != "json", pairing=args.pairing)
     failures = []
     t0 = time.perf_counter()
@@ -330,11 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_arguments(sc)
     sc.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for CIs (0: none)")
     sc.add_argument("--bootstrap-seed", type=int, default=0)
-    sc.add_argument("--batch-size", type=int, default=32, help="backbone batch size")
-    sc.add_argument("--piece-clips", type=int, default=1, metavar="N",
-                    help="batch up to N clips of one length together (default 1: each clip alone, so an "
-                         "embedding never depends on the rest of its set; N > 1 is faster on equal-length sets "
-                         "but a clip's bits then depend on its set)")
+    sc.add_argument("--batch-size", type=int, default=32, help="most examples per backbone forward (speed and "
+                    "memory only: every example's outputs are those it gives alone)")
     sc.add_argument("--workers", type=int, default=2, help="decoding threads")
     sc.add_argument("--format", choices=("text", "json"), default="text")
     sc.add_argument("--label", help="model name in tables and MLflow (default: the --generated folder's name)")

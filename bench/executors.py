@@ -5,7 +5,7 @@ driver) writes each result to the cache as soon as it and everything before it a
 loses only what is in flight. A job's worker object (a generator, a backbone) is built from picklable
 arguments once per worker process and reused for every item; in this process an already-built object
 can be passed instead. Results do not depend on the executor: generators seed every sample on its
-own, and a clip's batch shapes follow from the clip and its place in a piece (bench.batching).
+own, and a clip's outputs are those of its examples alone (bench.batching).
 """
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def _weights_choice(suite: Suite, options: RunOptions, trained: tuple = ()) -> W
 def _score_options(suite: Suite, options: RunOptions, trained: tuple = ()) -> ScoreOptions:
     s = suite.scoring
     return ScoreOptions(weights=_weights_choice(suite, options, trained), cache_root=options.cache_root,
-                        batch_size=s.batch_size, piece_clips=s.piece_clips, workers=s.workers, bootstrap=s.bootstrap,
+                        batch_size=s.batch_size, workers=s.workers, bootstrap=s.bootstrap,
                         bootstrap_seed=s.bootstrap_seed, ci_level=s.ci_level, progress=options.progress)
 
 

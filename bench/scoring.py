@@ -1,9 +1,10 @@
 """Score sets of audio with registered metrics: decode -> prepare -> backbone outputs (cached) -> kernel.
 
 Backbone outputs (embeddings, logits, ...) are cached per clip (decoded-audio hash + backbone card +
-protocol id/version + batch size + batching scheme + the clip's piece size and place, bench.batching) and per
-set (set fingerprint + the same), so an unchanged reference set is processed once and reused. Work is done
-in chunks of whole pieces: a killed run loses at most the chunk in flight.
+protocol id/version + batching scheme) and per set (set fingerprint + the same), so an unchanged reference
+set is processed once and reused. A clip's outputs are those of each example alone (bench.batching), so
+neither the batch size nor the rest of the set is part of its key. Work is done in chunks of clips: a
+killed run loses at most the chunk in flight.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from bench.batching import MAX_BATCH_VALUES, batch_rows, embed_examples, plan_pieces, run_piece, streamed
+from bench.batching import batch_rows, embed_clip, run_batches, streamed
 from bench.core.audio import SILENCE_PEAK, check_waveform, is_silent, read_blocks
 from bench.core.cache import ArrayCache, stable_hash
 from bench.core.crashpoints import crash_point
@@ -33,11 +34,11 @@ from metrics.protocols import EmbeddingProtocol
 from metrics.registry import MetricDef, get_metric, metric_key
 
 # Bump when the layout of cached backbone outputs or the batching that produced them changes: older
-# entries then miss instead of breaking. 4: pieces of same-signature clips batched together (bench.batching);
-# 3: per-clip batches without padding; before: fixed-shape padded batches.
-CACHE_FORMAT = 4
-BATCHING = ("pieces of at most piece_clips clips of one length/rate/channels in content order; same-shape "
-            f"examples of a piece in batches of at most batch_size rows and {MAX_BATCH_VALUES} values; no padding")
+# entries then miss instead of breaking. 5: each example's outputs alone, batched only where bitwise equal;
+# 4: pieces of same-signature clips; 3: per-clip batches without padding; before: fixed-shape padded batches.
+CACHE_FORMAT = 5
+BATCHING = ("each example's outputs as it gives them alone (2-d linear layers in blocks of 8 rows); batched "
+            "only where each kind of batch was checked to give those bits")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _decode(clipset, clip, protocol: EmbeddingProtocol):
 
 
 def _embed_long(embedder: "_Embedder", clip: LongClip):
-    """(outputs, duration_s, silent) of a long clip (alone in its piece), its examples embedded as they come."""
+    """(outputs, duration_s, silent) of a long clip, its examples embedded as they come, a batch at a time."""
     backbone, batch_size = embedder.backbone, embedder.batch_size
     peak = 0.0
 
@@ -81,18 +82,16 @@ def _embed_long(embedder: "_Embedder", clip: LongClip):
     pending: list[np.ndarray] = []
 
     def run(examples: np.ndarray) -> None:
-        for name, values in embed_examples(backbone, [examples], batch_size).items():
+        for name, values in embed_clip(backbone, examples, batch_size).items():
             outputs[name].append(values)
 
     for examples in embedder.protocol.stream(read, clip.rate):
         pending.append(examples)
         held = sum(len(e) for e in pending)
         rows = batch_rows(examples.shape[1:], batch_size)
-        if held >= rows:  # whole batches now, the rest waits: the same batches as one big call
-            stacked = np.concatenate(pending)
-            cut = held - held % rows
-            run(stacked[:cut])
-            pending = [stacked[cut:]]
+        if held >= rows:
+            run(np.concatenate(pending))
+            pending = []
     if sum(len(e) for e in pending):
         run(np.concatenate(pending))
     return ({name: np.concatenate(v) if v else np.zeros((0, dim), np.float32)
@@ -124,37 +123,38 @@ def _prepare(protocol: EmbeddingProtocol, item):
     return protocol.prepare(wave, rate), wave.shape[1] / rate, is_silent(wave)
 
 
-def _embed_chunk(embedder: _Embedder, decoded: list[list]):
-    """Pieces (bench.batching) of decoded clips, (waveform, rate, origin) or a LongClip alone ->
-    (outputs, duration_s, silent) per clip, pieces after one another.
+def _embed_chunk(embedder: _Embedder, decoded: list):
+    """Decoded clips, (waveform, rate, origin) or a LongClip -> (outputs, duration_s, silent) per clip.
 
-    Worker threads prepare the clips ahead while this thread queues the forward passes, piece by piece;
-    the outputs reach the host once per chunk (on a GPU the host never waits on a single batch)."""
-    pending = []
-    with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
-        prepared = pool.map(functools.partial(_prepare, embedder.protocol), [c for piece in decoded for c in piece])
-        for piece in decoded:
-            items = [next(prepared) for _ in piece]
-            if isinstance(items[0], LongClip):  # streamed clips are planned alone
-                pending.append((None, [_embed_long(embedder, items[0])]))
+    Worker threads prepare the clips ahead while this thread runs each batch as soon as its clips are
+    prepared (bench.batching) and streams the long clips; the outputs reach the host once per chunk (on a
+    GPU the host never waits on a single batch)."""
+    done: list = [None] * len(decoded)
+    whole: list[int] = []  # clips embedded from their prepared examples
+
+    def examples(prepared):
+        for i, item in enumerate(prepared):
+            if isinstance(item, LongClip):
+                done[i] = _embed_long(embedder, item)
             else:
-                outs = run_piece(embedder.backbone, [examples for examples, _, _ in items], embedder.batch_size)
-                pending.append((outs, [(dur, silent) for _, dur, silent in items]))
+                whole.append(i)
+                done[i] = item[1:]  # duration, silent
+                yield item[0]
             if embedder.on_clip is not None:
-                embedder.on_clip(len(piece))
-    done = []
-    for outs, rest in pending:
-        if outs is None:
-            done += rest
-        else:
-            done += [(o, dur, silent) for o, (dur, silent) in zip(outs.host(embedder.backbone.outputs), rest)]
+                embedder.on_clip(1)
+
+    with ThreadPoolExecutor(max_workers=max(1, embedder.workers)) as pool:
+        prepared = pool.map(functools.partial(_prepare, embedder.protocol), decoded)
+        outs = run_batches(embedder.backbone, examples(prepared), embedder.batch_size)
+    for i, o in zip(whole, outs.host(embedder.backbone.outputs)):
+        done[i] = (o, *done[i])
     return done
 
 
 def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options: ScoreOptions,
               label: str = "") -> SetEmbeddings:
     base_key = {"backbone": backbone.card_key, "protocol": protocol.id, "protocol_version": protocol.version,
-                "batch_size": options.batch_size, "batching": BATCHING, "format": CACHE_FORMAT}
+                "batching": BATCHING, "format": CACHE_FORMAT}
     names = list(backbone.outputs)
     ids = [c.id for c in clipset.clips]
     captions = [c.caption for c in clipset.clips]
@@ -169,27 +169,22 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
 
     clip_cache = ArrayCache(options.root, "embeddings")
 
-    def clip_key(piece, place):  # the piece's size and the clip's place in it fix its batch shapes
-        return {**base_key, "clip_hash": clipset.clip_hash(piece[place]), "piece": [len(piece), place]}
+    def clip_key(clip):
+        return {**base_key, "clip_hash": clipset.clip_hash(clip)}
 
     results: dict[str, tuple] = {}
-    todo = []  # pieces with a clip not cached: computed whole (their clips batch together)
-    for piece in plan_pieces(clipset, clipset.clips, protocol, options.piece_clips):
-        entries = [clip_cache.get(clip_key(piece, place)) for place in range(len(piece))]
-        if any(entry is None for entry in entries):
-            todo.append(piece)
-            continue
-        for clip, entry in zip(piece, entries):
+    todo = []
+    for clip in clipset.clips:
+        entry = clip_cache.get(clip_key(clip))
+        if entry is None:
+            todo.append(clip)
+        else:
             results[clip.id] = ({n: entry[f"out.{n}"] for n in names}, float(entry["duration"]),
                                 bool(entry["silent"]))
     bar = tqdm(total=len(clipset), initial=len(results), unit="clip", disable=not options.progress,
                desc=f"{protocol.id} {label}".strip())
     step = options.chunk_clips or options.batch_size
-    chunks: list[list[list]] = []  # whole pieces, at most `step` clips unless one piece is larger
-    for piece in todo:
-        if not chunks or sum(map(len, chunks[-1])) + len(piece) > step:
-            chunks.append([])
-        chunks[-1].append(piece)
+    chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
     job = Job(key=f"embed:{protocol.id}:{options.batch_size}:{options.workers}:{stable_hash(repr(options.weights))}",
               build=_build_embedder,
               args=(protocol.backbone, options.weights, protocol, options.batch_size, options.workers),
@@ -203,20 +198,19 @@ def embed_set(clipset, protocol: EmbeddingProtocol, backbone: Backbone, options:
             # The next chunk decodes while this one is embedded; at most two chunks are held in memory.
             ahead = None
             for chunk in chunks:
-                loading = [[pool.submit(load, c) for c in piece] for piece in chunk]
+                loading = [pool.submit(load, c) for c in chunk]
                 if ahead is not None:
-                    yield [[f.result() for f in piece] for piece in ahead]
+                    yield [f.result() for f in ahead]
                 ahead = loading
             if ahead is not None:
-                yield [[f.result() for f in piece] for piece in ahead]
+                yield [f.result() for f in ahead]
 
         executor = options.executor or LocalExecutor()
         for chunk, embedded in zip(chunks, executor.map(job, decoded())):
-            placed = [(piece, place) for piece in chunk for place in range(len(piece))]
-            for (piece, place), (outs, dur, silent) in zip(placed, embedded):
-                clip_cache.put(clip_key(piece, place), {**{f"out.{n}": v for n, v in outs.items()},
-                                                        "duration": np.float64(dur), "silent": np.bool_(silent)})
-                results[piece[place].id] = (outs, dur, silent)
+            for clip, (outs, dur, silent) in zip(chunk, embedded):
+                clip_cache.put(clip_key(clip), {**{f"out.{n}": v for n, v in outs.items()},
+                                                "duration": np.float64(dur), "silent": np.bool_(silent)})
+                results[clip.id] = (outs, dur, silent)
             crash_point("embed")
             bar.update(len(results) - bar.n)  # executors that run elsewhere report per chunk
     bar.close()
@@ -384,8 +378,7 @@ def _score_metric(metric: MetricDef, generated, reference, options: ScoreOptions
     say(f"{metric.id}: computing" + (f" (bootstrap {options.bootstrap} resamples)" if options.bootstrap else ""))
     return describe_result(metric, gen, ref, backbone, options,
                            floor=lambda: cached_noise_floor(metric, ref, {
-                               "set_fingerprint": reference.fingerprint(), "backbone": backbone.card_key,
-                               "batch_size": options.batch_size, "piece_clips": options.piece_clips}, options),
+                               "set_fingerprint": reference.fingerprint(), "backbone": backbone.card_key}, options),
                            where=f"{generated.source} vs {reference.source if ref is not None else '-'}")
 
 
@@ -420,7 +413,6 @@ def describe_result(metric: MetricDef, gen: SetEmbeddings, ref: SetEmbeddings | 
         "generated": gen.summary(),
         "reference": ref.summary() if ref is not None else None,
         "batch_size": options.batch_size,
-        "piece_clips": options.piece_clips,
         "bootstrap": {"resamples": options.bootstrap, "seed": options.bootstrap_seed,
                       "level": options.ci_level},
         "versions": library_versions(),

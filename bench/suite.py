@@ -56,7 +56,6 @@ class ScoringSpec:
     bootstrap_seed: int = ScoreOptions.bootstrap_seed
     ci_level: float = ScoreOptions.ci_level
     batch_size: int = ScoreOptions.batch_size
-    piece_clips: int = ScoreOptions.piece_clips
     workers: int = ScoreOptions.workers
 
 

@@ -17,14 +17,9 @@ class ScoreOptions:
     weights: WeightsChoice = field(default_factory=WeightsChoice)
     cache_root: Path | None = None
     batch_size: int = 32
-    # Clips batched together (bench.batching's pieces). 1: each clip alone, so its embedding never depends on
-    # the other clips of its set. N > 1 (opt-in): up to N clips of one length share batches, faster on
-    # equal-length sets, but a clip's bits (~1e-6 relative) then depend on how many clips of its length the
-    # set holds (its cache key records its piece).
-    piece_clips: int = 1
     workers: int = 2
-    # Clips per unit of durable progress (cached before the next starts); None: batch_size clips. Units are
-    # whole pieces (bench.batching: up to piece_clips clips of one length), so a unit may hold one larger piece.
+    # Clips per unit of durable progress (cached before the next starts; their examples batch together);
+    # None: batch_size clips.
     chunk_clips: int | None = None
     bootstrap: int = 200  # resamples for confidence intervals; 0 disables them
     bootstrap_seed: int = 0
@@ -36,8 +31,6 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.piece_clips < 1:
-            raise ConfigError(f"piece_clips must be >= 1, got {self.piece_clips}")
         if self.pairing not in PAIRING_POLICIES:
             raise ConfigError(f"pairing must be one of {', '.join(PAIRING_POLICIES)}, got {self.pairing!r}")
 

@@ -203,7 +203,7 @@ def test_cache_root_under_a_file_is_named(env, capsys):
 
 
 def test_unexpected_exception_is_an_internal_error_naming_the_step(env, capsys, monkeypatch):
-    monkeypatch.setattr("bench.scoring.run_piece", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("bench.scoring.run_batches", lambda *a, **k: 1 / 0)
     assert _score(_gen_dir(env), env["ref"], env["results"] / "bad.json") == EXIT_INTERNAL_ERROR
     err = capsys.readouterr().err
     assert "internal error while embedding generated set" in err and "vggish@audioldm" in err

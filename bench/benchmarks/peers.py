@@ -231,23 +231,27 @@ def run_fad(job: dict) -> dict:
 
 
 def run_floor(job: dict) -> dict:
-    """Bare forward passes of every example, prepared untimed, in the batch shapes ours gives them."""
-    from bench.batching import plan_pieces, run_piece  # here: a --before checkout may not have it
+    """Bare forward passes of every example, prepared untimed, in the batches ours plans for them (chunks
+    of batch_size clips, same-shape examples together), without the once-per-kind batching check."""
+    from bench.batching import plan_batches  # here: a --before checkout may not have it
 
     protocol = get_metric(job["metrics"][0]).protocol
     opts = _ours_options(job["ckpt"], Path(job["cache"]), job["batch_size"])
     backbone = load_backbone(protocol.backbone, opts.weights)
     batch_size = job["batch_size"] or ScoreOptions().batch_size
-    pieces = []
+    chunks = []
     for role in ("gen", "ref"):
         clips = load_directory(job[role])
-        for piece in plan_pieces(clips, clips.clips, protocol, batch_size):
-            pieces.append([protocol.prepare(*clips.load(c)) for c in piece])
-    examples = sum(len(x) for piece in pieces for x in piece)
+        prepared = [protocol.prepare(*clips.load(c)) for c in clips.clips]
+        chunks += [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
+    examples = sum(len(x) for chunk in chunks for x in chunk)
+    run = backbone.embed_tensors or backbone.embed
     reset_peak_rss()
     start = _clock()
-    for piece in pieces:
-        run_piece(backbone, piece, batch_size).host(backbone.outputs)
+    for chunk in chunks:
+        for batch in plan_batches(chunk, batch_size):
+            for value in run(np.stack([chunk[c][i] for c, i in batch])).values():
+                np.asarray(value.cpu() if hasattr(value, "cpu") else value)
     return {**_since(start), "scoring_peak_mib": status_mib("VmHWM"), "examples": examples}
 
 

@@ -38,6 +38,7 @@ from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint as _load
 from bench.core.errors import BenchError, CheckpointError
 from bench.core.extras import require
+from metrics.backbones.blocked_linear import block_linear_rows
 from metrics.backbones.base import (Backbone, declare_needs, Needs,
                                     pick_device, pretrained, register_backbone, WeightsChoice)
 
@@ -492,6 +493,7 @@ def build(spec: ClapSpec, choice: WeightsChoice) -> Backbone:
                        "tokenizer": {"repo": TOKENIZER_REPO, "vocab_size": tokenizer.vocab_size,
                                      "files_sha256": tokenizer_files()}})
     embedder = ClapEmbedder(spec, state, pick_device())
+    block_linear_rows(embedder.model)
     embedder.tokenizer = tokenizer
     return Backbone(spec.backbone, {"embedding": EMBED_DIM}, provenance,
                     lambda x: {"embedding": embedder.embed_audio(x)}, embedder.device,

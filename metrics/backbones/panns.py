@@ -35,6 +35,7 @@ from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint as load_checkpoint_file
 from bench.core.errors import AudioError, CheckpointError
 from bench.core.extras import missing_extra
+from metrics.backbones.blocked_linear import block_linear_rows
 from metrics.backbones.base import (Backbone, declare_needs, Needs, pick_device,
                                     pretrained, register_backbone, to_device, WeightsChoice)
 
@@ -235,7 +236,7 @@ def build(spec: Cnn14Spec, choice: WeightsChoice) -> Backbone:
         provenance = {"backbone": spec.backbone, **resolved.provenance()}
     provenance["architecture"] = architecture_info(spec)
     device = pick_device()
-    model = model.to(device)
+    model = block_linear_rows(model.to(device))
     return Backbone(spec.backbone, {"embedding": EMBEDDING_DIM, "logits": NUM_CLASSES}, provenance,
                     lambda x: embed(model, spec, x), device, embed_tensors=lambda x: forward(model, spec, x))
 

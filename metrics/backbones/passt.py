@@ -23,6 +23,7 @@ from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
 from bench.core.extras import require
+from metrics.backbones.blocked_linear import block_linear_rows
 from metrics.backbones.base import (Backbone, declare_needs, Needs, pick_device,
                                     pretrained, register_backbone, to_device, WeightsChoice)
 
@@ -250,7 +251,7 @@ def build(choice: WeightsChoice) -> Backbone:
         net = pretrained_network(resolved.path)
         provenance = {"backbone": BACKBONE_ID, **resolved.provenance()}
     provenance["architecture"] = {"arch": ARCH, **_library_versions()}
-    classifier = PasstClassifier(net, device)
+    classifier = PasstClassifier(block_linear_rows(net), device)
     return Backbone(BACKBONE_ID, {"logits": N_CLASSES, "embedding": EMBED_DIM}, provenance, classifier, device,
                     embed_tensors=classifier.forward)
 

@@ -18,6 +18,7 @@ from torch import nn
 from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
+from metrics.backbones.blocked_linear import block_linear_rows
 from metrics.backbones.base import (Backbone, declare_needs, Needs, pick_device,
                                     pretrained, register_backbone, to_device, WeightsChoice)
 
@@ -304,7 +305,7 @@ def build(choice: WeightsChoice) -> Backbone:
                                             allow_download=choice.allow_download)
         model = build_vggish(state_dict=load_state_dict_file(resolved.path))
         provenance = {"backbone": "vggish", **resolved.provenance()}
-    model = model.to(device)
+    model = block_linear_rows(model.to(device))
     return Backbone("vggish", {"embedding": 128}, provenance, lambda x: {"embedding": embed(model, x)},
                     device, embed_tensors=lambda x: {"embedding": forward(model, x)})
 
