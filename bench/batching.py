@@ -28,10 +28,11 @@ import numpy as np
 
 from bench.core.audio import LONG_CLIP_SAMPLES
 
-# At most this many input values per batch (8 PANNs inputs of 10 s at 16 kHz): batch rows beyond it
-# barely speed up a CPU forward and multiply its memory (Cnn14_16k on 10 s inputs, peak RSS: 8 rows
-# 1.1 GB, 32 rows 2.3 GB). VGGish's examples (96 x 64) still batch at batch_size rows.
-MAX_BATCH_VALUES = 8 * 160_000
+# At most this many input values per batch (4 PANNs inputs of 10 s at 16 kHz): memory grows faster with the
+# rows than speed does (Cnn14_16k, 16 inputs of 10 s, bare forwards in a fresh process: 1 row 944 MiB peak
+# RSS, 4 rows 1004 MiB and 0.82x the CPU time, 8 rows 1220 MiB and 0.70x). VGGish's examples (96 x 64)
+# still batch at batch_size rows.
+MAX_BATCH_VALUES = 4 * 160_000
 
 # (backbone card hash, device, example shape, dtype, rows) -> whether such a batch gives each example's
 # bits alone. Per process: kernels are picked on the machine that runs them.

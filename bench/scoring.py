@@ -242,7 +242,7 @@ def embed_captions(emb: SetEmbeddings, protocol: EmbeddingProtocol, backbone: Ba
     computed = {}
     for start in range(0, len(todo), options.batch_size):
         texts = todo[start:start + options.batch_size]
-        # Fixed batch shape, as for audio: pad with empty strings.
+        # Fixed batch shape (padded with empty strings): a caption's bits do not depend on its companions.
         values = backbone.embed_text(texts + [""] * (options.batch_size - len(texts)))[:len(texts)]
         computed.update(zip(texts, values))
     rows = []
