@@ -9,7 +9,9 @@ latent text-to-music diffusion model on its latents ("Long").
   decoder is a v-diffusion model on the waveform (the ArchiSound network: learned transform + U-Net with
   no attention, section 5.4.2) conditioned on the latent, repeated to the transform's frame rate and
   concatenated to its channels ("injected directly in the U-Net at the right resolution by concatenating
-  the channels"). Encoder and decoder train together on the diffusion loss (figure 13).
+  the channels"). Ours, so that a tiny decoder uses its latent: the v-objective preconditioned for the
+  audio's rms, the latent's FiLM of every resblock, and a latent-driven gain on the transform's filters
+  (DMAENet). Encoder and decoder train together on the diffusion loss (figure 13).
 - `archisound-latent` (text-to-music): a text-conditional v-diffusion U-Net (generators.unet1d; cross-
   attention to the text at every level) on the frozen autoencoder's latents, decoded by the autoencoder's
   diffusion decoder (figure 15). Config `autoencoder`: a `bench train archisound-dmae` checkpoint, or
@@ -36,10 +38,12 @@ from generators.text_encoders import build_text_encoder
 from generators.trainable import TrainingBatch, checkpoint_metadata, model_for_generator, register_trainable
 from generators.unet1d import UNet1d
 
-VERSION = "1"
+VERSION = "2"  # 2: the decoder's preconditioning, latent FiLM and latent gain (untrained outputs changed)
 DMAE, LATENT = "archisound-dmae", "archisound-latent"
+# sigma_data, latent_film, latent_gain: ours, not the thesis's (see DMAENet); without them the tiny decoder
+# learns to ignore its latent (docs/generators.md)
 _DECODER = {"transform": "learned", "heads": 4, "head_features": 16, "ff_multiplier": 2, "text_conditioning": False,
-            "default_steps": 25, **RECIPE}
+            "default_steps": 25, "sigma_data": 0.25, "latent_film": True, "latent_gain": True, **RECIPE}
 DMAE_SIZES = {
     # tiny: 8 kHz mono, STFT hop 64 and one 2x encoder stage into 2 tanh channels: 64x; ~0.2M parameters
     "tiny": {**_DECODER, "channels": 1, "sample_rate": 8000, "duration_s": 1.0, "lr": 1e-3, "n_fft": 256,
@@ -108,7 +112,20 @@ class MagnitudeEncoder(nn.Module):
 
 class DMAENet(nn.Module):
     """Magnitude encoder + latent-conditioned v-diffusion decoder on the waveform (the ArchiSound transform
-    and U-Net, no attention, the latent concatenated at the U-Net level of its own resolution)."""
+    and U-Net, no attention, the latent concatenated at the U-Net level of its own resolution).
+
+    Ours, each a config key (a checkpoint whose config lacks one was trained without it and loads as such):
+    - `sigma_data`: preconditioning for data of that rms (Karras et al. 2022's c_in / c_skip / c_out written
+      for the v-objective): the network sees x_t at unit variance and predicts, at unit scale, what the best
+      linear estimate of v (the one a white signal of variance sigma_data^2 allows) misses. 1.0 is the plain
+      v-objective. Without it, audio at rms ~0.25 makes v ~ a/s * x_t over most noise levels and the tiny
+      decoder denoises worse than predicting silence.
+    - `latent_film`: the latent, repeated to each level's rate, scales and shifts every resblock (FiLM).
+    - `latent_gain`: a per-frame gain on each of the transform's filters, computed from the latent and the
+      noise level by a two-layer 1x1 conv, times the transformed input, added to the U-Net's output: a
+      latent-driven spectral gain (which of the transform's bands hold the clip at this frame) that needs no
+      identity path through the U-Net.
+    """
 
     def __init__(self, config: dict):
         super().__init__()
@@ -126,8 +143,16 @@ class DMAENet(nn.Module):
         if self.latent_hop not in reductions:
             raise ConfigError(f"{DMAE} config: no U-Net level runs at the latent's resolution (one latent frame = "
                               f"{self.latent_hop} samples; the levels' frames: {reductions} samples)")
-        self.unet = UNet1d(self.transform.features, out, c, None, latent, reductions.index(self.latent_hop))
+        self.film = bool(c.get("latent_film", False))
+        self.unet = UNet1d(self.transform.features, out, c, None, latent, reductions.index(self.latent_hop),
+                           film_channels=latent if self.film else 0)
         self.multiple = math.lcm(self.latent_hop, int(c["patch"]) * self.unet.multiple)
+        self.sigma_data = float(c.get("sigma_data", 1.0))
+        if not 0 < self.sigma_data <= 1:
+            raise ConfigError(f"{DMAE} config: sigma_data must be in (0, 1], got {c.get('sigma_data')!r}")
+        self.gain = None
+        if c.get("latent_gain", False):  # input: the latent and the noise level (alpha, sigma)
+            self.gain = nn.Sequential(nn.Conv1d(latent + 2, 2 * out, 1), nn.SiLU(), nn.Conv1d(2 * out, out, 1))
 
     @property
     def compression(self) -> float:
@@ -138,7 +163,22 @@ class DMAENet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, text=None, latent: torch.Tensor | None = None):
         """v for the noisy waveform given the latent (v_sample's model signature)."""
-        return self.transform.decode(self.unet(self.transform.encode(x_t), t, None, inject=latent))
+        alpha, sigma = (v[:, None, None] for v in alpha_sigma(t))
+        if self.sigma_data == 1.0:
+            return self._network(x_t, t, latent, alpha, sigma)
+        q = self.sigma_data ** 2
+        d = alpha * alpha * q + sigma * sigma  # the variance of x_t
+        skip = alpha * sigma * (1 - q) / d
+        return skip * x_t + (q / d).sqrt() * self._network(x_t / d.sqrt(), t, latent, alpha, sigma)
+
+    def _network(self, x, t, latent, alpha, sigma):
+        h = self.transform.encode(x)
+        out = self.unet(h, t, None, inject=latent, film=latent if self.film else None)
+        if self.gain is not None:
+            frames = latent.repeat_interleave(h.shape[-1] // latent.shape[-1], -1)
+            level = torch.cat([alpha, sigma], 1).expand(-1, -1, h.shape[-1])
+            out = out + self.gain(torch.cat([frames, level], 1)) * h
+        return self.transform.decode(out)
 
     def decode(self, latent: torch.Tensor, steps: int, rng: torch.Generator) -> torch.Tensor:
         """latent [1, latent_channels, L] -> waveform [1, C, L * latent_hop] (noise from rng)."""
@@ -254,6 +294,10 @@ class LatentTrainable:
 
 class DMAEGenerator(ArchisoundGenerator):
     """Reconstruction: each reference clip encoded to the latent and decoded by the diffusion decoder."""
+
+    def __init__(self, name: str, model, config: dict, info: dict, context: GeneratorContext):
+        super().__init__(name, model, config, info, context)
+        self.version = f"{VERSION}+{info['label']}"  # this module's version, not the waveform model's
 
     def _generate(self, request: GenerationRequest) -> list[GeneratedAudio]:
         check_request(self, request)

@@ -6,7 +6,8 @@ each block, where the level asks for it, a transformer block: self-attention (at
 attention to the text tokens (cross_attentions[i]) and a feed-forward layer. A middle block (resblock,
 attention as at the deepest level, resblock), then the mirrored up path: each block takes its down
 twin's output as a skip (concatenated), and the level ends by upsampling by factors[i]. Every resblock is modulated (FiLM) by the
-diffusion time embedding plus the mean-pooled text embedding. Written from the thesis's description
+diffusion time embedding plus the mean-pooled text embedding and, with `film_channels`, per frame by a
+conditioning sequence (the diffusion autoencoder's latent, repeated to each level's rate). Written from the thesis's description
 (Schneider 2023, sections 5.2-5.3: "cross attention blocks at different resolutions", attention only
 where the sequence is short) and DiscoDiff's (U-Net with text cross-attention).
 """
@@ -31,16 +32,20 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, film_channels: int = 0):
         super().__init__()
         self.norm1, self.conv1 = _norm(c_in), nn.Conv1d(c_in, c_out, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * c_out)
+        self.cond_film = nn.Conv1d(film_channels, 2 * c_out, 1) if film_channels else None
         self.norm2, self.conv2 = _norm(c_out), nn.Conv1d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(emb)[..., None].chunk(2, dim=1)
+        mod = self.film(emb)[..., None]
+        if self.cond_film is not None:
+            mod = mod + self.cond_film(F.interpolate(film, size=h.shape[-1], mode="nearest"))
+        scale, shift = mod.chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         return self.skip(x) + self.conv2(F.silu(h))
 
@@ -92,15 +97,16 @@ class TransformerBlock(nn.Module):
 class Stage(nn.Module):
     """One resblock and, where the level asks for it, its transformer block."""
 
-    def __init__(self, c_in: int, c_out: int, config: dict, self_attention: bool, text_dim: int | None):
+    def __init__(self, c_in: int, c_out: int, config: dict, self_attention: bool, text_dim: int | None,
+                 film_channels: int = 0):
         super().__init__()
-        self.res = ResBlock(c_in, c_out, int(config["emb_dim"]))
+        self.res = ResBlock(c_in, c_out, int(config["emb_dim"]), film_channels)
         self.attn = (TransformerBlock(c_out, int(config["heads"]), int(config["head_features"]),
                                       int(config["ff_multiplier"]), self_attention, text_dim)
                      if self_attention or text_dim else None)
 
-    def forward(self, x, emb, tokens, pad):
-        h = self.res(x, emb)
+    def forward(self, x, emb, tokens, pad, film=None):
+        h = self.res(x, emb, film)
         return h if self.attn is None else self.attn(h, tokens, pad)
 
 
@@ -123,10 +129,12 @@ class UNet1d(nn.Module):
     """(x [B, in_features, L], t [B], text tokens/pad or None) -> [B, out_features, L]; L a multiple of
     `multiple` (the product of the factors). With `inject_channels`, a conditioning tensor at level
     `inject_level`'s resolution is concatenated to the features there, after that level's downsampling
-    (the diffusion autoencoder's latent, "injected directly in the U-Net at the right resolution")."""
+    (the diffusion autoencoder's latent, "injected directly in the U-Net at the right resolution"). With
+    `film_channels`, `film` [B, film_channels, L'] (any L' that divides every level's length) adds a
+    per-frame scale and shift, through a 1x1 conv, to every resblock's time modulation."""
 
     def __init__(self, in_features: int, out_features: int, config: dict, text_dim: int | None,
-                 inject_channels: int = 0, inject_level: int | None = None):
+                 inject_channels: int = 0, inject_level: int | None = None, film_channels: int = 0):
         super().__init__()
         check_layout(config, "U-Net")
         widths, factors = [int(w) for w in config["widths"]], [int(f) for f in config["factors"]]
@@ -152,15 +160,16 @@ class UNet1d(nn.Module):
                                     else nn.Identity())
             first = below + (inject_channels if i == self.inject_level else 0)
             self.down.append(nn.ModuleList(Stage(first if j == 0 else w, w, config, bool(config["attentions"][i]),
-                                                 cross(i)) for j in range(items[i])))
+                                                 cross(i), film_channels) for j in range(items[i])))
             below = w
         # the middle block attends like the deepest level (self-attention only where the levels have it)
-        self.mid = nn.ModuleList([Stage(below, below, config, bool(config["attentions"][-1]), text_dim),
-                                  Stage(below, below, config, False, None)])
+        self.mid = nn.ModuleList([Stage(below, below, config, bool(config["attentions"][-1]), text_dim,
+                                        film_channels), Stage(below, below, config, False, None, film_channels)])
         for i in reversed(range(len(widths))):
             w = widths[i]
             self.up.append(nn.ModuleList(Stage((below if j == 0 else w) + w, w, config,
-                                               bool(config["attentions"][i]), cross(i)) for j in range(items[i])))
+                                               bool(config["attentions"][i]), cross(i), film_channels)
+                                         for j in range(items[i])))
             below = w
             self.upsamples.append(nn.Conv1d(w, widths[i - 1] if i else w, 3, padding=1) if factors[i] > 1
                                   else nn.Identity())
@@ -168,7 +177,7 @@ class UNet1d(nn.Module):
         self.head = nn.Sequential(_norm(below), nn.SiLU(), nn.Conv1d(below, out_features, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: tuple | None = None,
-                inject: torch.Tensor | None = None) -> torch.Tensor:
+                inject: torch.Tensor | None = None, film: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] % self.multiple:
             raise ValueError(f"length {x.shape[-1]} must be a multiple of {self.multiple}")
         emb = self.time_mlp(sinusoid(t * 1000.0, self.emb_dim))
@@ -183,13 +192,13 @@ class UNet1d(nn.Module):
             if level == self.inject_level:
                 h = torch.cat([h, inject], 1)
             for stage in stages:
-                h = stage(h, emb, tokens, pad)
+                h = stage(h, emb, tokens, pad, film)
                 skips.append(h)
         for stage in self.mid:
-            h = stage(h, emb, tokens, pad)
+            h = stage(h, emb, tokens, pad, film)
         for level, (stages, upsample) in enumerate(zip(self.up, self.upsamples)):
             for stage in stages:
-                h = stage(torch.cat([h, skips.pop()], 1), emb, tokens, pad)
+                h = stage(torch.cat([h, skips.pop()], 1), emb, tokens, pad, film)
             factor = self.factors[len(self.factors) - 1 - level]
             if factor > 1:
                 h = upsample(F.interpolate(h, scale_factor=factor, mode="nearest"))
