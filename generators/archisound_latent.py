@@ -118,8 +118,8 @@ class DMAENet(nn.Module):
     - `sigma_data`: preconditioning for data of that rms (Karras et al. 2022's c_in / c_skip / c_out written
       for the v-objective): the network sees x_t at unit variance and predicts, at unit scale, what the best
       linear estimate of v (the one a white signal of variance sigma_data^2 allows) misses. 1.0 is the plain
-      v-objective. Without it, audio at rms ~0.25 makes v ~ a/s * x_t over most noise levels and the tiny
-      decoder denoises worse than predicting silence.
+      v-objective. Without it, audio at rms ~0.25 makes v ~ a/s * x_t over most noise levels, and the tiny
+      decoder trained as the test trains it denoises worse than predicting silence (docs/generators.md).
     - `latent_film`: the latent, repeated to each level's rate, scales and shifts every resblock (FiLM).
     - `latent_gain`: a per-frame gain on each of the transform's filters, computed from the latent and the
       noise level by a two-layer 1x1 conv, times the transformed input, added to the U-Net's output: a
@@ -148,8 +148,8 @@ class DMAENet(nn.Module):
                            film_channels=latent if self.film else 0)
         self.multiple = math.lcm(self.latent_hop, int(c["patch"]) * self.unet.multiple)
         self.sigma_data = float(c.get("sigma_data", 1.0))
-        if not 0 < self.sigma_data <= 1:
-            raise ConfigError(f"{DMAE} config: sigma_data must be in (0, 1], got {c.get('sigma_data')!r}")
+        if not self.sigma_data > 0:
+            raise ConfigError(f"{DMAE} config: sigma_data must be > 0, got {c.get('sigma_data')!r}")
         self.gain = None
         if c.get("latent_gain", False):  # input: the latent and the noise level (alpha, sigma)
             self.gain = nn.Sequential(nn.Conv1d(latent + 2, 2 * out, 1), nn.SiLU(), nn.Conv1d(2 * out, out, 1))

@@ -69,7 +69,7 @@ def test_the_decoder_is_preconditioned_for_the_datas_rms_and_old_configs_build_w
     keys = list(trainable.build(old, 0).state_dict())
     assert not any("cond_film" in k or k.startswith("gain.") for k in keys)
     assert any("cond_film" in k for k in model.state_dict()) and model.gain is not None
-    with pytest.raises(ConfigError, match="sigma_data must be in"):
+    with pytest.raises(ConfigError, match="sigma_data must be > 0"):
         trainable.build({**trainable.default_config("tiny"), "sigma_data": 0.0}, 0)
 
 
