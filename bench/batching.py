@@ -126,8 +126,10 @@ class BatchOutputs:
 
 def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
     """Queue the forward passes of clips' examples (one list per clip), in plan_batches' batches; a full
-    batch runs as soon as its clips have arrived (`per_clip` may be a generator that prepares them), the
-    partial ones at the end. Outputs stay where they are."""
+    batch runs as soon as its clips have arrived (`per_clip` may be a generator that prepares them), a
+    partial one at the end, or earlier (oldest first) while the partial batches hold more than
+    MAX_BATCH_VALUES input values (sets of distinct lengths: each clip runs as it arrives). Outputs stay
+    where they are."""
     run = backbone.embed_tensors or backbone.embed
     parts, ran, counts = [], [], []  # ran: (clip, example) of each row of the concatenated parts
     arrived: list = []
@@ -152,6 +154,8 @@ def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
             batch.append((c, i))
             if len(batch) == batch_rows(group[0], batch_size):
                 flush(open_batches.pop(group))
+        while sum(len(b) * math.prod(g[0]) for g, b in open_batches.items()) > MAX_BATCH_VALUES:
+            flush(open_batches.pop(next(iter(open_batches))))
     for batch in open_batches.values():
         flush(batch)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)

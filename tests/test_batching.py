@@ -231,6 +231,25 @@ def test_run_batches_runs_the_planned_batches_as_clips_arrive():
     assert [o["v"][:, 0].tolist() for o in out] == [[c] * k for c, (k, _) in enumerate(sizes)]
 
 
+def test_partial_batches_run_once_they_hold_too_many_values(monkeypatch):
+    from metrics.backbones.base import Backbone
+
+    monkeypatch.setattr(batching, "MAX_BATCH_VALUES", 20)
+    ran = []
+    backbone = Backbone("lengths", {"n": 1}, {"weights": "untrained", "seed": 0, "init": "test"},
+                        embed=lambda b: ran.append(b.shape[1]) or {"n": np.full((len(b), 1), b.shape[1], np.float32)})
+    runs_before = []
+
+    def arriving():  # clips of distinct lengths, one example each (none fills a batch)
+        for n in (4, 5, 6, 7, 8):
+            runs_before.append(len(ran))
+            yield [np.zeros(n, np.float32)]
+
+    out = run_batches(backbone, arriving(), 8).host(backbone.outputs)
+    assert runs_before == [0, 0, 0, 0, 1]  # 4 + 5 + 6 + 7 values held > 20: the oldest ran
+    assert ran == [4, 5, 6, 7, 8] and [o["n"][0, 0] for o in out] == [4, 5, 6, 7, 8]
+
+
 def test_large_examples_batch_in_fewer_rows():
     assert batch_rows((96, 64), 32) == 32  # VGGish examples: batch_size
     assert batch_rows((160000,), 32) == batching.MAX_BATCH_VALUES // 160000 == 4  # 10 s at 16 kHz
