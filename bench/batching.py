@@ -10,8 +10,8 @@ project's CPU (python -m bench.benchmarks.forward_settings):
 - convolutions on small inputs are not (Cnn14 on 1.5 s: oneDNN picks other algorithms by problem size).
 So each kind of batch (backbone, example shape and dtype, rows) is checked once per process: the last
 example of the first such batch runs alone too, and the outputs are compared bit for bit. Where they
-differ, batches of that kind run one example at a time from then on (slower; same values), said once
-on stderr.
+differ, examples of that shape run one at a time from then on (slower; same values), said once on
+stderr.
 
 Within a unit of work, examples of one shape (and dtype), clip after clip, run in batches of
 batch_rows(shape) rows; nothing is padded. Clips streamed whole (bench.core.audio.LONG_CLIP_SAMPLES)
@@ -34,8 +34,9 @@ from bench.core.audio import LONG_CLIP_SAMPLES
 # still batch at batch_size rows.
 MAX_BATCH_VALUES = 4 * 160_000
 
-# (backbone card hash, device, example shape, dtype, rows) -> whether such a batch gives each example's
-# bits alone. Per process: kernels are picked on the machine that runs them.
+# (backbone card hash, device, example shape, dtype, rows) -> True: such batches give each example's bits
+# alone; (the same without rows) -> False: a batch of that shape did not. Per process: kernels are picked
+# on the machine that runs them.
 _BATCH_GIVES_ALONE: dict[tuple, bool] = {}
 
 
@@ -71,21 +72,29 @@ def _same_bits(a, b) -> bool:
     return a.shape == b.shape and bool(torch.equal(a, b))
 
 
-def _kind(backbone, stacked: np.ndarray) -> tuple:
-    return backbone.card_hash, backbone.device, stacked.shape[1:], stacked.dtype.str, len(stacked)
+def _shape_kind(backbone, stacked: np.ndarray) -> tuple:
+    return backbone.card_hash, backbone.device, stacked.shape[1:], stacked.dtype.str
 
 
-def _check_batch(backbone, run, stacked: np.ndarray, outputs: dict) -> bool:
-    """Whether batches like `stacked` give each example's bits alone, checked on its last example (for a
-    fixed batch shape an example's bits do not depend on its row or its companions), remembered."""
-    alone = run(stacked[-1:])
-    same = all(_same_bits(outputs[name][-1:], alone[name]) for name in backbone.outputs)
-    _BATCH_GIVES_ALONE[_kind(backbone, stacked)] = same
-    if not same:
-        print(f"note: {backbone.id} on {backbone.device}: a batch of {len(stacked)} examples of shape "
-              f"{stacked.shape[1:]} gives other last bits than each example alone on this machine; such "
-              "batches run one example at a time (same values, slower)", file=sys.stderr)
-    return same
+def _run_checked(backbone, run, stacked: np.ndarray) -> list[dict]:
+    """The forward passes of one batch: the batch itself where such batches are known to give each
+    example's bits alone, else each example alone. A kind not seen yet is checked on its last example (for
+    a fixed batch shape an example's bits do not depend on its row or its companions); a shape whose
+    batches failed once runs one example at a time from then on, at every row count."""
+    shape_kind = _shape_kind(backbone, stacked)
+    if len(stacked) == 1 or _BATCH_GIVES_ALONE.get(shape_kind) is False:
+        return [run(stacked[j:j + 1]) for j in range(len(stacked))]
+    if _BATCH_GIVES_ALONE.get((*shape_kind, len(stacked))):
+        return [run(stacked)]
+    batched, alone = run(stacked), run(stacked[-1:])
+    if all(_same_bits(batched[name][-1:], alone[name]) for name in backbone.outputs):
+        _BATCH_GIVES_ALONE[(*shape_kind, len(stacked))] = True
+        return [batched]
+    _BATCH_GIVES_ALONE[shape_kind] = False
+    print(f"note: {backbone.id} on {backbone.device}: a batch of {len(stacked)} examples of shape "
+          f"{stacked.shape[1:]} gives other last bits than each example alone on this machine; examples of "
+          "that shape run one at a time (same values, slower)", file=sys.stderr)
+    return [run(stacked[j:j + 1]) for j in range(len(stacked) - 1)] + [alone]
 
 
 @dataclass
@@ -136,13 +145,7 @@ def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
     open_batches: dict[tuple, list[tuple[int, int]]] = {}
 
     def flush(batch):
-        stacked = np.stack([arrived[c][i] for c, i in batch])
-        known = _BATCH_GIVES_ALONE.get(_kind(backbone, stacked)) if len(batch) > 1 else True
-        out = run(stacked) if known is not False else None
-        if out is not None and (known or _check_batch(backbone, run, stacked, out)):
-            parts.append(out)
-        else:
-            parts.extend(run(stacked[j:j + 1]) for j in range(len(batch)))
+        parts.extend(_run_checked(backbone, run, np.stack([arrived[c][i] for c, i in batch])))
         ran.extend(batch)
 
     for c, examples in enumerate(per_clip):
