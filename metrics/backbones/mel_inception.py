@@ -28,6 +28,7 @@ from torch import nn
 from bench.core import weights as weights_registry
 from bench.core.checkpoints import load_checkpoint
 from bench.core.errors import CheckpointError
+from metrics.backbones.blocked_linear import block_linear_rows
 from metrics.backbones.base import Backbone, Needs, WeightsChoice, declare_needs, pick_device, pretrained, register_backbone
 
 BACKBONE = "mel-inception"
@@ -499,7 +500,7 @@ def build(choice: WeightsChoice) -> Backbone:
         evaluator = load_melception(resolved.path, stats.path, state)
         provenance = {"backbone": BACKBONE, **resolved.provenance(),
                       "normalisation": {"file": stats.path.name, "sha256": stats.sha256}}
-    model = evaluator.model
+    model = block_linear_rows(evaluator.model)
     return Backbone(BACKBONE, {"embedding": model.embedding_dim, "logits": model.n_classes}, provenance,
                     embed_fn(evaluator, device), device)
 
