@@ -278,7 +278,8 @@ def test_outputs_come_back_in_example_order_across_shape_groups():
     def sums(batch):
         return {"sum": torch.from_numpy(batch.reshape(len(batch), -1).sum(1, keepdims=True))}
 
-    fake = Backbone("fake", {"sum": 1}, {"weights": "untrained", "seed": 0, "init": "test"}, embed=None, embed_tensors=sums)
+    fake = Backbone("fake", {"sum": 1}, {"weights": "untrained", "seed": 0, "init": "test"}, embed=None,
+                    embed_tensors=sums)
     examples = [np.full(n, float(i), np.float32) for i, n in enumerate([3, 5, 3, 5, 5, 3])]
     out = embed_clip(fake, examples, 2)["sum"][:, 0]
     assert out.tolist() == [i * len(x) for i, x in enumerate(examples)]

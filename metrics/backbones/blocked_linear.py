@@ -2,10 +2,11 @@
 
 BLAS picks its matrix-product kernel by the number of rows, so a [rows, features] linear layer gives an
 example other last bits (~1e-7 relative) in a batch of 1, 2 or 8 rows (measured on this CPU for the heads
-of VGGish, Cnn14, PaSST and CLAP). Every product here has LINEAR_ROWS rows (the last block zero-filled),
-and for a fixed shape a row's bits depend neither on its place nor on the other rows. Inputs with more
-dimensions ([batch, tokens, features]) are left as they are: their products have hundreds of rows per
-example, and the batching check (bench.batching) catches any that is not batch-invariant.
+of VGGish, Cnn14, PaSST, CLAP and the mel-Inception evaluator). Every product here has LINEAR_ROWS rows
+(the last block zero-filled), and for a fixed shape a row's bits depend neither on its place nor on the
+other rows. Inputs with more dimensions ([batch, tokens, features]) are left as they are: their products
+have hundreds of rows per example, and the batching check (bench.batching) catches any that is not
+batch-invariant.
 """
 from __future__ import annotations
 
