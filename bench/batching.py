@@ -145,11 +145,14 @@ def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
     open_batches: dict[tuple, list[tuple[int, int]]] = {}
 
     def flush(batch):
-        parts.extend(_run_checked(backbone, run, np.stack([arrived[c][i] for c, i in batch])))
+        stacked = np.stack([arrived[c][i] for c, i in batch])
+        for c, i in batch:
+            arrived[c][i] = None  # run: its memory can go
+        parts.extend(_run_checked(backbone, run, stacked))
         ran.extend(batch)
 
     for c, examples in enumerate(per_clip):
-        arrived.append(examples)
+        arrived.append(list(examples))
         counts.append(len(examples))
         for i, x in enumerate(examples):
             group = (np.shape(x), np.asarray(x).dtype.str)
