@@ -201,13 +201,18 @@ def _crop(x: torch.Tensor, multiple: int, name: str) -> torch.Tensor:
     return x[..., :n]
 
 
+def _sized_config(name: str, sizes: dict, size: str) -> dict:
+    """A copy of one size's config (lists and dicts copied too, so callers may edit it)."""
+    if size not in sizes:
+        raise ConfigError(f"{name}: unknown size {size!r}; sizes: {', '.join(sizes)}")
+    return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+            for k, v in sizes[size].items()}
+
+
 @register_trainable(DMAE)
 class DMAETrainable:
     def default_config(self, size: str = "tiny") -> dict:
-        if size not in DMAE_SIZES:
-            raise ConfigError(f"{DMAE}: unknown size {size!r}; sizes: {', '.join(DMAE_SIZES)}")
-        return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                for k, v in DMAE_SIZES[size].items()}
+        return _sized_config(DMAE, DMAE_SIZES, size)
 
     def build(self, config: dict, seed: int) -> DMAENet:
         with torch.random.fork_rng(devices=[]):
@@ -270,10 +275,7 @@ class LatentNet(nn.Module):
 @register_trainable(LATENT)
 class LatentTrainable:
     def default_config(self, size: str = "tiny") -> dict:
-        if size not in LATENT_SIZES:
-            raise ConfigError(f"{LATENT}: unknown size {size!r}; sizes: {', '.join(LATENT_SIZES)}")
-        return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                for k, v in LATENT_SIZES[size].items()}
+        return _sized_config(LATENT, LATENT_SIZES, size)
 
     def build(self, config: dict, seed: int) -> LatentNet:
         ae, info = load_autoencoder(config)
