@@ -106,9 +106,22 @@ def _answer_page(driver, study, choice):
         driver.find_element(By.CSS_SELECTOR, f'input[name="answer:{clip}:{q["id"]}"][value="{score}"]').click()
         given[(clip, q["id"])] = float(score)
     progress = driver.find_element(By.ID, "progress").text
-    button.click()
-    wait.until(EC.staleness_of(button))
+    _submit_and_wait_for_next_page(driver, button)
     return progress, given
+
+
+def _submit_and_wait_for_next_page(driver, button):
+    """Click and wait until a new document has loaded. A marker on the old page's window tells the pages
+    apart; polling an old element for staleness instead races the navigation (chromedriver can answer
+    "Node with given id does not belong to the document" mid-swap), so errors while the page swaps are
+    retried until the timeout."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.execute_script("window.__benchOldPage = true;")
+    button.click()
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return !window.__benchOldPage && document.readyState === 'complete';"))
 
 
 def test_rater_answers_leaves_returns_and_finishes(server, browser_factory, tmp_path):
@@ -190,8 +203,8 @@ def test_mushra_page_on_a_phone(listening_results, browser_factory, tmp_path):
         from selenium.webdriver.support.ui import WebDriverWait
 
         WebDriverWait(driver, 20).until(lambda d: d.find_element(By.CSS_SELECTOR, "#trial button").is_enabled())
-        driver.find_element(By.CSS_SELECTOR, "#trial button").click()
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "done"))
+        _submit_and_wait_for_next_page(driver, driver.find_element(By.CSS_SELECTOR, "#trial button"))
+        assert driver.find_elements(By.ID, "done")
     finally:
         srv.close()
     with store.connect(study_dir / "ratings.sqlite") as conn:
