@@ -7,11 +7,12 @@ project's CPU (python -m bench.benchmarks.forward_settings):
 - 2-d linear layers (the heads) give other last bits at other row counts (BLAS picks kernels by rows):
   the backbones run them in blocks of a fixed number of rows (metrics.backbones.blocked_linear), after
   which VGGish, and Cnn14 / PaSST / CLAP on inputs of a few seconds or more, are batch-invariant;
-- convolutions on small inputs are not (Cnn14 on 1.5 s: oneDNN picks other algorithms by problem size).
+- convolutions on small inputs are not (Cnn14 on inputs under 4 s: oneDNN picks another algorithm for
+  its deepest convolution at one example than at several).
 So each kind of batch (backbone, example shape and dtype, rows) is checked once per process: the last
-example of the first such batch runs alone too, and the outputs are compared bit for bit. Where they
-differ, examples of that shape run one at a time from then on (slower; same values), said once on
-stderr.
+example of the first such batch runs alone too, and the outputs are compared bit for bit; a new shape is
+checked on a batch of PROBE_ROWS first. Where they differ, examples of that shape run one at a time from
+then on (slower; same values), said once on stderr.
 
 Within a unit of work, examples of one shape (and dtype), clip after clip, run in batches of
 batch_rows(shape) rows; nothing is padded. Clips streamed whole (bench.core.audio.LONG_CLIP_SAMPLES)
@@ -33,6 +34,10 @@ from bench.core.audio import LONG_CLIP_SAMPLES
 # RSS, 4 rows 1004 MiB and 0.82x the CPU time, 8 rows 1220 MiB and 0.70x). VGGish's examples (96 x 64)
 # still batch at batch_size rows.
 MAX_BATCH_VALUES = 4 * 160_000
+
+# The first batch of a shape not checked yet starts with this many rows (Cnn14 on inputs under 4 s fails at
+# any row count here: a failing shape then wastes 2 rows, not a full batch).
+PROBE_ROWS = 2
 
 # (backbone card hash, device, example shape, dtype, rows) -> True: such batches give each example's bits
 # alone; (the same without rows) -> False: a batch of that shape did not. Per process: kernels are picked
@@ -84,6 +89,10 @@ def _run_checked(backbone, run, stacked: np.ndarray) -> list[dict]:
     shape_kind = _shape_kind(backbone, stacked)
     if len(stacked) == 1 or _BATCH_GIVES_ALONE.get(shape_kind) is False:
         return [run(stacked[j:j + 1]) for j in range(len(stacked))]
+    if len(stacked) > PROBE_ROWS and (*shape_kind, PROBE_ROWS) not in _BATCH_GIVES_ALONE:
+        # a shape not seen yet is tried on a small batch first, so a shape that fails wastes PROBE_ROWS rows
+        return (_run_checked(backbone, run, stacked[:PROBE_ROWS])
+                + _run_checked(backbone, run, stacked[PROBE_ROWS:]))
     if _BATCH_GIVES_ALONE.get((*shape_kind, len(stacked))):
         return [run(stacked)]
     batched, alone = run(stacked), run(stacked[-1:])
