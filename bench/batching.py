@@ -11,7 +11,7 @@ project's CPU (python -m bench.benchmarks.forward_settings):
   its deepest convolution at one example than at several).
 So each kind of batch (backbone, example shape and dtype, rows) is checked once per process: the last
 example of the first such batch runs alone too, and the outputs are compared bit for bit; a new shape is
-checked on a batch of PROBE_ROWS first. Where they differ, examples of that shape run one at a time from
+checked on a batch of PROBE_ROWS first (unless its batches are small). Where they differ, examples of that shape run one at a time from
 then on (slower; same values), said once on stderr.
 
 Within a unit of work, examples of one shape (and dtype), clip after clip, run in batches of
@@ -35,8 +35,8 @@ from bench.core.audio import LONG_CLIP_SAMPLES
 # still batch at batch_size rows.
 MAX_BATCH_VALUES = 4 * 160_000
 
-# The first batch of a shape not checked yet starts with this many rows (Cnn14 on inputs under 4 s fails at
-# any row count here: a failing shape then wastes 2 rows, not a full batch).
+# A first batch of more than 2 * PROBE_ROWS rows of a shape not checked yet starts with PROBE_ROWS rows
+# (Cnn14 on inputs under 4 s fails at any row count here: it then wastes 2 rows, not a full batch of 20).
 PROBE_ROWS = 2
 
 # (backbone card hash, device, example shape, dtype, rows) -> True: such batches give each example's bits
@@ -89,8 +89,9 @@ def _run_checked(backbone, run, stacked: np.ndarray) -> list[dict]:
     shape_kind = _shape_kind(backbone, stacked)
     if len(stacked) == 1 or _BATCH_GIVES_ALONE.get(shape_kind) is False:
         return [run(stacked[j:j + 1]) for j in range(len(stacked))]
-    if len(stacked) > PROBE_ROWS and (*shape_kind, PROBE_ROWS) not in _BATCH_GIVES_ALONE:
+    if len(stacked) > 2 * PROBE_ROWS and (*shape_kind, PROBE_ROWS) not in _BATCH_GIVES_ALONE:
         # a shape not seen yet is tried on a small batch first, so a shape that fails wastes PROBE_ROWS rows
+        # (not for batches of a few rows: there the probe, one more check, costs about what it can save)
         return (_run_checked(backbone, run, stacked[:PROBE_ROWS])
                 + _run_checked(backbone, run, stacked[PROBE_ROWS:]))
     if _BATCH_GIVES_ALONE.get((*shape_kind, len(stacked))):

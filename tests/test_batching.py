@@ -76,15 +76,15 @@ def fresh_checks(monkeypatch):
 
 def test_examples_batch_across_clips_without_padding(mixed, tmp_path):
     counting = Counting(load_backbone("vggish", WEIGHTS))
-    out = _embed(mixed, counting.backbone, tmp_path, batch_size=4, chunk_clips=len(mixed))
+    out = _embed(mixed, counting.backbone, tmp_path, batch_size=8, chunk_clips=len(mixed))
     counts = [len(out[c.id]) for c in mixed.clips]
     # vggish@audioldm: clips padded to 2 s, then one example per 0.96 s.
     assert counts == [max(2, int(d * 100 // 96)) for d, _, _ in LAYOUT]
     checks = len(batching._BATCH_GIVES_ALONE)  # one example alone per kind of batch checked
-    assert checks >= 2 and all(batching._BATCH_GIVES_ALONE.values())  # one shape: 2 rows (probe), 4, ...
+    assert checks >= 2 and all(batching._BATCH_GIVES_ALONE.values())  # one shape: 2 rows (probe), 6, 8, ...
     assert sum(shape[0] for shape in counting.shapes) == sum(counts) + checks  # not one padded example
-    # batches span clips; the first batch of 4 ran as 2 + 2 (the probe, then the same kind unchecked)
-    assert len(counting.shapes) == math.ceil(sum(counts) / 4) + 1 + checks
+    # batches span clips; the first batch of 8 ran as 2 (the probe) + 6
+    assert len(counting.shapes) == math.ceil(sum(counts) / 8) + 1 + checks
 
 
 @pytest.mark.parametrize("name,shape,rows", [("vggish", (1, 96, 64), (2, 3, 5, 8, 13)),
@@ -131,16 +131,20 @@ def _batch_variant_backbone(calls):
 def test_a_kind_of_batch_that_changes_bits_runs_one_example_at_a_time(capsys):
     calls = []
     backbone = _batch_variant_backbone(calls)
-    examples = [np.full(4, float(i), np.float32) for i in range(5)]
-    out = embed_clip(backbone, examples, 3)["sum"][:, 0]
-    assert out.tolist() == [4.0 * i for i in range(5)]  # each example's value alone
+    examples = [np.full(4, float(i), np.float32) for i in range(7)]
+    out = embed_clip(backbone, examples, 5)["sum"][:, 0]
+    assert out.tolist() == [4.0 * i for i in range(7)]  # each example's value alone
     assert "gives other last bits than each example alone" in capsys.readouterr().err
-    # a new shape: the first 2 rows as a batch, the second alone (checked, kept), the first alone; then the
-    # shape is known to fail: the 3rd example and the next batch's 2 run alone at once
-    assert calls == [2, 1, 1, 1, 1, 1]
+    # a new shape in a batch of 5: its first 2 rows as a batch (the probe), the second alone (checked,
+    # kept), the first alone; the shape is then known to fail: the other 3 and the next batch's 2 run alone
+    assert calls == [2, 1, 1, 1, 1, 1, 1, 1]
     calls.clear()
-    assert embed_clip(backbone, examples, 3)["sum"][:, 0].tolist() == out.tolist()
-    assert calls == [1] * 5 and capsys.readouterr().err == ""  # remembered: no batch is tried again
+    assert embed_clip(backbone, examples, 5)["sum"][:, 0].tolist() == out.tolist()
+    assert calls == [1] * 7 and capsys.readouterr().err == ""  # remembered: no batch is tried again
+    calls.clear()
+    batching._BATCH_GIVES_ALONE.clear()
+    embed_clip(backbone, examples[:4], 4)  # a batch of 4: no probe, the whole batch is the check
+    assert calls == [4, 1, 1, 1, 1]
 
 
 def test_an_embedding_does_not_depend_on_its_set_order_chunking_or_batch_size(mixed, equal, tmp_path):
