@@ -85,7 +85,7 @@ def cmd_score(args) -> int:
 
     options = ScoreOptions(weights=weights_choice(args), cache_root=cache_root(args), batch_size=args.batch_size,
                            workers=args.workers, bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
-                           progress=not args.quiet and args.format != "json", pairing=args.pairing)
+                           progress=not args.quiet, pairing=args.pairing)
     failures = []
     t0 = time.perf_counter()
     if is_embedding_file(args.generated):

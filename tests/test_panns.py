@@ -10,7 +10,9 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -417,3 +419,15 @@ def test_cli_scores_is_without_a_reference(untrained16, tmp_path, cache_dir, cap
                  "--out", str(tmp_path / "kl.json"), "--quiet"]) == 0
     kl = json.loads((tmp_path / "kl.json").read_text())["metrics"][0]
     assert kl["details"]["pairing"]["policy"] == "audioldm-99" and kl["value"] == pytest.approx(-527e-6, rel=0.05)
+
+
+def test_onednn_keeps_64_primitives_unless_the_environment_says_otherwise():
+    """Clips of distinct lengths each compile new oneDNN primitives; with oneDNN's default of 1024 kept, the
+    process grew by ~17 MiB per length (bench.benchmarks.distinct_lengths_memory)."""
+    code = "import metrics.backbones.base, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    for given, expected in ((None, "64"), ("5", "5")):
+        env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+        if given is not None:
+            env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip() == expected, done.stderr[-2000:]

@@ -6,6 +6,7 @@ it is part of the provenance, the cache key, the metric key and everything downs
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,12 @@ from bench.core.cache import default_cache_root, stable_hash
 from bench.core.errors import ConfigError
 from bench.core.registry import Registry, unknown_name_message
 from bench.core.weights import UNVERIFIED
+
+# oneDNN keeps a compiled primitive, and what it holds, for every input shape it has seen (1024 by default):
+# a set of clips of distinct lengths grew the process by ~17 MiB per length, 64 kept gave the same speed
+# (python -m bench.benchmarks.distinct_lengths_memory). Read when oneDNN makes its first primitive, so
+# before any backbone runs; a capacity the environment names wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 
 @dataclass(frozen=True)
