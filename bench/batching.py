@@ -29,11 +29,12 @@ import numpy as np
 
 from bench.core.audio import LONG_CLIP_SAMPLES
 
-# At most this many input values per batch (4 PANNs inputs of 10 s at 16 kHz): memory grows faster with the
-# rows than speed does (Cnn14_16k, 16 inputs of 10 s, bare forwards in a fresh process: 1 row 944 MiB peak
-# RSS, 4 rows 1004 MiB and 0.82x the CPU time, 8 rows 1220 MiB and 0.70x). VGGish's examples (96 x 64)
-# still batch at batch_size rows.
-MAX_BATCH_VALUES = 4 * 160_000
+# At most this many input values per batch (2 PANNs inputs of 10 s at 16 kHz): memory grows faster with the
+# rows than speed does (Cnn14_16k, 16 inputs of 10 s, bare forwards in a fresh process with
+# bench.core.allocator's settings: 1 row 10.5 s CPU / 965 MiB peak RSS, 2 rows 8.3 s / 1012 MiB, 4 rows
+# 8.0 s / 1059 MiB). VGGish's examples (96 x 64) still batch at batch_size rows; PaSST's 10 s windows and
+# CLAP's inputs run one at a time (PaSST gained nothing from 2-row batches here).
+MAX_BATCH_VALUES = 2 * 160_000
 
 # A first batch of more than 2 * PROBE_ROWS rows of a shape not checked yet starts with PROBE_ROWS rows
 # (Cnn14 on inputs under 4 s fails at any row count here: it then wastes 2 rows, not a full batch of 20).

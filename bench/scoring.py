@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.batching import batch_rows, embed_clip, run_batches, streamed
+from bench.core.allocator import keep_freed_buffers
 from bench.core.audio import SILENCE_PEAK, check_waveform, is_silent, read_blocks
 from bench.core.cache import ArrayCache, stable_hash
 from bench.core.crashpoints import crash_point
@@ -129,6 +130,7 @@ def _embed_chunk(embedder: _Embedder, decoded: list):
     Worker threads prepare the clips ahead while this thread runs each batch as soon as its clips are
     prepared (bench.batching) and streams the long clips; the outputs reach the host once per chunk (on a
     GPU the host never waits on a single batch)."""
+    keep_freed_buffers()  # in the process that runs the forwards (a Ray worker too)
     done: list = [None] * len(decoded)
     whole: list[int] = []  # clips embedded from their prepared examples
 

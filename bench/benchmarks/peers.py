@@ -25,7 +25,8 @@
      loader, its vendored Cnn14_16k one clip at a time, its scipy sqrtm FD);
    - floor: the same examples prepared in advance and pushed through our backbone's forward pass alone, in
      the batch shapes our batching gives them (bench.batching: equal shapes batched, mixed lengths one clip
-     at a time), nothing padded: our end-to-end time as a multiple of that.
+     at a time), nothing padded, with the malloc settings ours embeds with (bench.core.allocator): our
+     end-to-end time as a multiple of that.
    All load the SAME random weights: one seeded Cnn14_16k saved in Zenodo's layout (ours reads it as a
    local checkpoint). The values must agree; the weights are random, so they mean nothing beyond that.
    frechet-audio-distance's own `score()` returns -1 here (its sqrtm call fails on SciPy 1.17, and it
@@ -246,6 +247,12 @@ def run_floor(job: dict) -> dict:
         chunks += [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
     examples = sum(len(x) for chunk in chunks for x in chunk)
     run = backbone.embed_tensors or backbone.embed
+    try:  # the malloc settings ours embeds with (a --before checkout may not have them)
+        from bench.core.allocator import keep_freed_buffers
+
+        keep_freed_buffers()
+    except ImportError:
+        pass
     reset_peak_rss()
     start = _clock()
     for chunk in chunks:
