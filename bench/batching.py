@@ -15,7 +15,7 @@ checked on a batch of PROBE_ROWS first (unless its batches are small). Where the
 then on (slower; same values), said once on stderr.
 
 Within a unit of work, examples of one shape (and dtype), clip after clip, run in batches of
-batch_rows(shape) rows; nothing is padded. Clips streamed whole (bench.core.audio.LONG_CLIP_SAMPLES)
+batch_rows(shape, batch_size, device) rows; nothing is padded. Clips streamed whole (bench.core.audio.LONG_CLIP_SAMPLES)
 run on their own (bench.scoring).
 """
 from __future__ import annotations
@@ -29,12 +29,16 @@ import numpy as np
 
 from bench.core.audio import LONG_CLIP_SAMPLES
 
-# At most this many input values per batch (2 PANNs inputs of 10 s at 16 kHz): memory grows faster with the
-# rows than speed does (Cnn14_16k, 16 inputs of 10 s, bare forwards in a fresh process with
+# On the CPU, at most this many input values per batch (2 PANNs inputs of 10 s at 16 kHz): memory grows
+# faster with the rows than speed does (Cnn14_16k, 16 inputs of 10 s, bare forwards in a fresh process with
 # bench.core.allocator's settings: 1 row 10.5 s CPU / 965 MiB peak RSS, 2 rows 8.3 s / 1012 MiB, 4 rows
 # 8.0 s / 1059 MiB). VGGish's examples (96 x 64) still batch at batch_size rows; PaSST's 10 s windows and
 # CLAP's inputs run one at a time (PaSST gained nothing from 2-row batches here).
 MAX_BATCH_VALUES = 2 * 160_000
+# On a GPU (or another accelerator) rows are cheap and batch_size is the knob: up to 32 PANNs inputs of 10 s
+# (by our estimate about 2 GB of Cnn14 activations), 5 of a minute. Not measured here (no GPU); the
+# benchmark command is in docs/measurements.md.
+MAX_BATCH_VALUES_ACCELERATOR = 32 * 160_000
 
 # A first batch of more than 2 * PROBE_ROWS rows of a shape not checked yet starts with PROBE_ROWS rows
 # (Cnn14 on inputs under 4 s fails at any row count here: it then wastes 2 rows, not a full batch of 20).
@@ -46,9 +50,14 @@ PROBE_ROWS = 2
 _BATCH_GIVES_ALONE: dict[tuple, bool] = {}
 
 
-def batch_rows(shape: tuple, batch_size: int) -> int:
-    """Rows of a full batch of examples of `shape`: batch_size, fewer for large examples (memory)."""
-    return max(1, min(batch_size, MAX_BATCH_VALUES // max(1, math.prod(shape))))
+def max_batch_values(device: str) -> int:
+    """The most input values a batch (or the partial batches held together) may have on `device`."""
+    return MAX_BATCH_VALUES if device.split(":")[0] == "cpu" else MAX_BATCH_VALUES_ACCELERATOR
+
+
+def batch_rows(shape: tuple, batch_size: int, device: str) -> int:
+    """Rows of a full batch of examples of `shape` on `device`: batch_size, fewer for large examples."""
+    return max(1, min(batch_size, max_batch_values(device) // max(1, math.prod(shape))))
 
 
 def streamed(info: tuple[int, int, int] | None, protocol) -> bool:
@@ -56,16 +65,16 @@ def streamed(info: tuple[int, int, int] | None, protocol) -> bool:
     return info is not None and protocol.stream is not None and info[0] * info[2] > LONG_CLIP_SAMPLES
 
 
-def plan_batches(per_clip: list, batch_size: int) -> list[list[tuple[int, int]]]:
-    """The batches, as (clip, example) index pairs, that clips' examples (one list per clip) run in:
-    same-shape (and dtype) examples, clip after clip, in chunks of batch_rows(shape)."""
+def plan_batches(per_clip: list, batch_size: int, device: str) -> list[list[tuple[int, int]]]:
+    """The batches, as (clip, example) index pairs, that clips' examples (one list per clip) run in on
+    `device`: same-shape (and dtype) examples, clip after clip, in chunks of batch_rows(shape)."""
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for c, examples in enumerate(per_clip):
         for i, x in enumerate(examples):
             groups.setdefault((np.shape(x), np.asarray(x).dtype.str), []).append((c, i))
     batches = []
     for (shape, _), members in groups.items():
-        rows = batch_rows(shape, batch_size)
+        rows = batch_rows(shape, batch_size, device)
         batches += [members[start:start + rows] for start in range(0, len(members), rows)]
     return batches
 
@@ -148,7 +157,7 @@ def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
     """Queue the forward passes of clips' examples (one list per clip), in plan_batches' batches; a full
     batch runs as soon as its clips have arrived (`per_clip` may be a generator that prepares them), a
     partial one at the end, or earlier (oldest first) while the partial batches hold more than
-    MAX_BATCH_VALUES input values (sets of distinct lengths: each clip runs as it arrives). Outputs stay
+    max_batch_values(device) input values (sets of distinct lengths: each clip runs as it arrives). Outputs stay
     where they are."""
     run = backbone.embed_tensors or backbone.embed
     parts, ran, counts = [], [], []  # ran: (clip, example) of each row of the concatenated parts
@@ -169,9 +178,9 @@ def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
             group = (np.shape(x), np.asarray(x).dtype.str)
             batch = open_batches.setdefault(group, [])
             batch.append((c, i))
-            if len(batch) == batch_rows(group[0], batch_size):
+            if len(batch) == batch_rows(group[0], batch_size, backbone.device):
                 flush(open_batches.pop(group))
-        while sum(len(b) * math.prod(g[0]) for g, b in open_batches.items()) > MAX_BATCH_VALUES:
+        while sum(len(b) * math.prod(g[0]) for g, b in open_batches.items()) > max_batch_values(backbone.device):
             flush(open_batches.pop(next(iter(open_batches))))
     for batch in open_batches.values():
         flush(batch)

@@ -89,7 +89,7 @@ def _embed_long(embedder: "_Embedder", clip: LongClip):
     for examples in embedder.protocol.stream(read, clip.rate):
         pending.append(examples)
         held = sum(len(e) for e in pending)
-        rows = batch_rows(examples.shape[1:], batch_size)
+        rows = batch_rows(examples.shape[1:], batch_size, backbone.device)
         if held >= rows:
             run(np.concatenate(pending))
             pending = []

@@ -203,12 +203,12 @@ def test_values_match_the_padded_fixed_shape_batching(mixed, protocol):
 
 def test_plan_batches_group_shapes_clip_after_clip():
     a, b = np.zeros(5, np.float32), np.zeros(3, np.float32)
-    assert plan_batches([[a, a, b, a, a, a, b]], 2) == [[(0, 0), (0, 1)], [(0, 3), (0, 4)], [(0, 5)],
+    assert plan_batches([[a, a, b, a, a, a, b]], 2, "cpu") == [[(0, 0), (0, 1)], [(0, 3), (0, 4)], [(0, 5)],
                                                         [(0, 2), (0, 6)]]
-    assert plan_batches([[a, b], [a, b], [a, b]], 2) == [[(0, 0), (1, 0)], [(2, 0)], [(0, 1), (1, 1)], [(2, 1)]]
-    assert plan_batches([[a, a.astype(np.float64)]], 4) == [[(0, 0)], [(0, 1)]]  # dtypes are not mixed either
-    assert plan_batches([[a, a], [a]], 4) == [[(0, 0), (0, 1), (1, 0)]]
-    assert plan_batches([[]], 4) == []
+    assert plan_batches([[a, b], [a, b], [a, b]], 2, "cpu") == [[(0, 0), (1, 0)], [(2, 0)], [(0, 1), (1, 1)], [(2, 1)]]
+    assert plan_batches([[a, a.astype(np.float64)]], 4, "cpu") == [[(0, 0)], [(0, 1)]]  # dtypes are not mixed either
+    assert plan_batches([[a, a], [a]], 4, "cpu") == [[(0, 0), (0, 1), (1, 0)]]
+    assert plan_batches([[]], 4, "cpu") == []
 
 
 def test_run_batches_runs_the_planned_batches_as_clips_arrive():
@@ -233,7 +233,7 @@ def test_run_batches_runs_the_planned_batches_as_clips_arrive():
             yield examples
 
     out = run_batches(backbone, arriving(), 2).host(backbone.outputs)
-    assert sorted(ran) == sorted([[(c, i) for c, i in b] for b in plan_batches(per_clip, 2)])
+    assert sorted(ran) == sorted([[(c, i) for c, i in b] for b in plan_batches(per_clip, 2, backbone.device)])
     assert first_batch_after == [0, 1, 2, 3]  # a full batch runs before the next clip is prepared
     assert [o["v"][:, 0].tolist() for o in out] == [[c] * k for c, (k, _) in enumerate(sizes)]
 
@@ -258,9 +258,27 @@ def test_partial_batches_run_once_they_hold_too_many_values(monkeypatch):
 
 
 def test_large_examples_batch_in_fewer_rows():
-    assert batch_rows((96, 64), 32) == 32  # VGGish examples: batch_size
-    assert batch_rows((160000,), 32) == batching.MAX_BATCH_VALUES // 160000 == 2  # 10 s at 16 kHz
-    assert batch_rows((10 ** 7,), 32) == 1 and batch_rows((16000,), 3) == 3
+    assert batch_rows((96, 64), 32, "cpu") == 32  # VGGish examples: batch_size
+    assert batch_rows((160000,), 32, "cpu") == batching.MAX_BATCH_VALUES // 160000 == 2  # 10 s at 16 kHz
+    assert batch_rows((10 ** 7,), 32, "cpu") == 1 and batch_rows((16000,), 3, "cpu") == 3
+    # an accelerator batches batch_size rows of 10 s inputs, 5 of a minute at 16 kHz
+    assert batch_rows((160000,), 32, "cuda") == batch_rows((160000,), 32, "cuda:1") == 32
+    assert batch_rows((160000,), 8, "mps") == 8 and batch_rows((960_000,), 32, "cuda") == 5
+    assert batch_rows((10 ** 8,), 32, "cuda") == 1
+
+
+def test_run_batches_batches_by_the_backbones_device(monkeypatch):
+    from metrics.backbones.base import Backbone
+
+    # six 10 s inputs at batch size 8: on the CPU 2 rows at a time; on a GPU one batch (after a 2-row probe)
+    for device, expected in (("cpu", [2, 2, 2]), ("cuda", [2, 4])):
+        rows = []
+        backbone = Backbone("rows", {"v": 1}, {"weights": "untrained", "seed": 0, "init": "test"}, device=device,
+                            embed=lambda b: rows.append(len(b)) or {"v": b[:, :1]})
+        monkeypatch.setattr(batching, "_BATCH_GIVES_ALONE", {})
+        out = run_batches(backbone, [[np.full(160000, c, np.float32)] for c in range(6)], 8).host(backbone.outputs)
+        assert [r for r in rows if r > 1] == expected  # rows of 1: the once-per-kind check
+        assert [o["v"][0, 0] for o in out] == list(range(6))
 
 
 def test_device_tensor_path_equals_the_host_path(mixed):

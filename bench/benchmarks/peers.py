@@ -234,7 +234,8 @@ def run_fad(job: dict) -> dict:
 def run_floor(job: dict) -> dict:
     """Bare forward passes of every example, prepared untimed, in the batches ours plans for them (chunks
     of batch_size clips, same-shape examples together), without the once-per-kind batching check."""
-    from bench.batching import plan_batches  # here: a --before checkout may not have it
+    from bench.batching import plan_batches  # here: a --before checkout may not have these
+    from bench.core.allocator import keep_freed_buffers
 
     protocol = get_metric(job["metrics"][0]).protocol
     opts = _ours_options(job["ckpt"], Path(job["cache"]), job["batch_size"])
@@ -247,16 +248,11 @@ def run_floor(job: dict) -> dict:
         chunks += [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
     examples = sum(len(x) for chunk in chunks for x in chunk)
     run = backbone.embed_tensors or backbone.embed
-    try:  # the malloc settings ours embeds with (a --before checkout may not have them)
-        from bench.core.allocator import keep_freed_buffers
-
-        keep_freed_buffers()
-    except ImportError:
-        pass
+    keep_freed_buffers()  # the malloc settings ours embeds with
     reset_peak_rss()
     start = _clock()
     for chunk in chunks:
-        for batch in plan_batches(chunk, batch_size):
+        for batch in plan_batches(chunk, batch_size, backbone.device):
             for value in run(np.stack([chunk[c][i] for c, i in batch])).values():
                 np.asarray(value.cpu() if hasattr(value, "cpu") else value)
     return {**_since(start), "scoring_peak_mib": status_mib("VmHWM"), "examples": examples}
