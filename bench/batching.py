@@ -11,12 +11,12 @@ project's CPU (python -m bench.benchmarks.forward_settings):
   its deepest convolution at one example than at several).
 So each kind of batch (backbone, example shape and dtype, rows) is checked once per process: the last
 example of the first such batch runs alone too, and the outputs are compared bit for bit; a new shape is
-checked on a batch of PROBE_ROWS first (unless its batches are small). Where they differ, examples of that shape run one at a time from
-then on (slower; same values), said once on stderr.
+checked on a batch of PROBE_ROWS first (unless its batches are small). Where they differ, examples of that
+shape run one at a time from then on (slower; same values), said once on stderr.
 
 Within a unit of work, examples of one shape (and dtype), clip after clip, run in batches of
-batch_rows(shape, batch_size, device) rows; nothing is padded. Clips streamed whole (bench.core.audio.LONG_CLIP_SAMPLES)
-run on their own (bench.scoring).
+batch_rows(shape, batch_size, device) rows; nothing is padded. Clips streamed whole
+(bench.core.audio.LONG_CLIP_SAMPLES) run on their own (bench.scoring).
 """
 from __future__ import annotations
 
@@ -157,8 +157,8 @@ def run_batches(backbone, per_clip: Iterable, batch_size: int) -> BatchOutputs:
     """Queue the forward passes of clips' examples (one list per clip), in plan_batches' batches; a full
     batch runs as soon as its clips have arrived (`per_clip` may be a generator that prepares them), a
     partial one at the end, or earlier (oldest first) while the partial batches hold more than
-    max_batch_values(device) input values (sets of distinct lengths: each clip runs as it arrives). Outputs stay
-    where they are."""
+    max_batch_values(device) input values (sets of distinct lengths: each clip runs as it arrives).
+    Outputs stay where they are."""
     run = backbone.embed_tensors or backbone.embed
     parts, ran, counts = [], [], []  # ran: (clip, example) of each row of the concatenated parts
     arrived: list = []

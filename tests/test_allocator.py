@@ -25,9 +25,9 @@ print(libc.mallinfo2().fordblks >> 20)  # MiB free in the heap, kept for reuse
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_a_freed_20_mib_buffer_stays_in_the_heap_only_when_tuned():
-    def free_mib(mode, **env):
+    def free_mib(mode):
         done = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, timeout=120,
-                              env={**_env(), **env})
+                              env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
         assert done.returncode == 0, done.stderr[-2000:]
         return int(done.stdout.strip())
 
@@ -41,7 +41,3 @@ def test_a_setting_in_the_environment_is_left_alone(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
     assert allocator.keep_freed_buffers() is False
-
-
-def _env():
-    return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
